@@ -1,0 +1,13 @@
+// One register_<area> per bindings file; module.cpp calls them all.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace fastdet {
+
+void register_runtime(pybind11::module_& m);
+void register_preprocess(pybind11::module_& m);
+void register_nms(pybind11::module_& m);
+void register_postprocess(pybind11::module_& m);
+
+}  // namespace fastdet

@@ -1,0 +1,222 @@
+"""postprocess: engine outputs to Detections with each family's official semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastdet import _core
+from fastdet._checks import (
+    check_choice,
+    check_integer,
+    check_real,
+    describe,
+    fail,
+    float32_array,
+    real_array,
+)
+from fastdet.detections import Detections
+from fastdet.transform import Transform
+
+_FUNCTION = "postprocess"
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """An engine output format and its official postprocessing defaults."""
+
+    name: str
+    output_names: tuple[str, ...]  # the official export's outputs, in order
+    multi_label: bool
+    max_det: int | None  # None: every row the engine returns
+    max_candidates: int | None  # None: no cap
+
+
+# model-facts sections 3 and 4. YOLOv7's defaults are detect.py's (single-label, 300 kept,
+# 30000 candidates); its mAP settings add multi_label=True. DAMO-YOLO is always multi-label,
+# keeps 500 and has no candidate cap.
+FORMATS: dict[str, OutputFormat] = {
+    f.name: f
+    for f in (
+        OutputFormat("yolov7", ("output",), False, 300, 30000),
+        OutputFormat("yolov7-raw", (), False, 300, 30000),
+        OutputFormat("damo", ("scores", "boxes"), True, 500, None),
+        OutputFormat(
+            "end2end", ("num_dets", "det_boxes", "det_scores", "det_classes"), False, None, None
+        ),
+    )
+}
+
+
+def _output_list(outputs: Any, fmt: OutputFormat) -> list[Any]:
+    """The outputs in the official order, from a single array, a sequence or a dict."""
+    if isinstance(outputs, Mapping):
+        names = fmt.output_names
+        if names and all(name in outputs for name in names):
+            return [outputs[name] for name in names]
+        if fmt.name == "damo" and len(outputs) == 2 and "output" in outputs:
+            # The official DAMO-YOLO export names only its first output (the scores).
+            return [outputs["output"], *(v for k, v in outputs.items() if k != "output")]
+        if fmt.name in ("yolov7", "yolov7-raw") and outputs:
+            return list(outputs.values())
+        fail(_FUNCTION, "outputs", sorted(outputs), f"a dict with keys {list(names)}")
+    if isinstance(outputs, np.ndarray):
+        return [outputs]
+    if isinstance(outputs, Sequence) and not isinstance(outputs, str):
+        return list(outputs)
+    fail(_FUNCTION, "outputs", outputs, "an array, a sequence of arrays or a dict", TypeError)
+
+
+def _batch_array(name: str, value: Any, batch: int, shape: tuple[int | None, ...]) -> np.ndarray:
+    array = float32_array(_FUNCTION, name, value)
+    expected = (batch, *shape[1:])
+    if array.ndim != len(shape) or any(
+        want is not None and got != want for got, want in zip(array.shape, expected, strict=True)
+    ):
+        text = ", ".join("*" if s is None else str(s) for s in expected)
+        fail(_FUNCTION, name, value, f"an array of shape ({text}) (batch {batch} from transforms)")
+    return array
+
+
+def _int_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    array = real_array(_FUNCTION, name, value)
+    if array.shape != shape:
+        fail(_FUNCTION, name, value, f"an array of shape {shape}")
+    return np.ascontiguousarray(array, dtype=np.int32)
+
+
+def _anchor_sets(anchors: Any, levels: int) -> list[list[float]]:
+    if anchors is None:
+        fail(_FUNCTION, "anchors", anchors, "the variant's anchors for format 'yolov7-raw'")
+    try:
+        sets = [np.asarray(a, dtype=np.float64).reshape(-1) for a in anchors]
+    except (TypeError, ValueError):
+        fail(_FUNCTION, "anchors", anchors, "per level, a sequence of (w, h) anchor sizes")
+    if len(sets) != levels or any(s.size == 0 or s.size % 2 or not np.isfinite(s).all() for s in sets):
+        fail(_FUNCTION, "anchors", anchors, f"{levels} levels of finite (w, h) pairs")
+    return [s.tolist() for s in sets]
+
+
+def postprocess(
+    outputs: Any,
+    format: str,
+    transforms: Sequence[Transform],
+    *,
+    conf: float,
+    iou: float,
+    multi_label: bool | None = None,
+    max_det: int | None = None,
+    max_candidates: int | None = None,
+    classes: Sequence[int] | None = None,
+    agnostic: bool = False,
+    anchors: Any = None,
+) -> list[Detections]:
+    """Decode engine outputs into Detections in original-image pixels, one per image.
+
+    Args:
+        outputs: the engine's outputs in the official order: a sequence of arrays, or a dict
+            keyed by the official output names (a single array for "yolov7").
+        format: "yolov7" ([B, N, 5+C] --grid output), "yolov7-raw" (one [B, 3, ny, nx, 5+C]
+            logit map per level; needs `anchors`), "damo" (scores [B, N, C], boxes [B, N, 4])
+            or "end2end" (num_dets, det_boxes, det_scores, det_classes).
+        transforms: the preprocess Transform of each image in the batch.
+        conf: keep scores strictly above this (YOLOv7 also requires objectness > conf).
+        iou: NMS threshold: suppress when IoU > iou (unused by "end2end").
+        multi_label: every class above conf (True) or only the best one; default: the
+            format's official rule (YOLOv7 detect.py single-label, DAMO-YOLO multi-label).
+        max_det: detections kept per image; default 300 (YOLOv7), 500 (DAMO-YOLO).
+        max_candidates: the highest-scoring candidates that enter NMS; default 30000
+            (YOLOv7), no cap (DAMO-YOLO).
+        classes: keep only these class indices.
+        agnostic: one NMS over all classes.
+        anchors: "yolov7-raw" only: per level, the (w, h) anchors in input pixels.
+    """
+    check_choice(_FUNCTION, "format", format, tuple(FORMATS))
+    fmt = FORMATS[format]
+    if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
+        fail(_FUNCTION, "transforms", transforms, "a list of Transform (one per image)", TypeError)
+    if not transforms or not all(isinstance(t, Transform) for t in transforms):
+        fail(_FUNCTION, "transforms", transforms, "a non-empty list of Transform")
+    batch = len(transforms)
+    conf = check_real(_FUNCTION, "conf", conf, 0.0, 1.0)
+    iou = check_real(_FUNCTION, "iou", iou, 0.0, 1.0)
+    multi = fmt.multi_label if multi_label is None else bool(multi_label)
+    keep = fmt.max_det if max_det is None else check_integer(_FUNCTION, "max_det", max_det, 0)
+    cap = fmt.max_candidates
+    if max_candidates is not None:
+        cap = check_integer(_FUNCTION, "max_candidates", max_candidates, 1)
+    arrays = _output_list(outputs, fmt)
+    rows = np.asarray([t.as_row() for t in transforms], dtype=np.float64)
+
+    def options(num_classes: int | None, max_rows: int) -> Any:
+        wanted = _class_list(classes, num_classes)
+        return _core.PostprocessOptions(
+            conf, iou, multi, max_rows if keep is None else keep,
+            -1 if cap is None else cap, wanted, bool(agnostic),
+        )  # fmt: skip
+
+    if format == "yolov7":
+        _expect_count(arrays, 1)
+        out = _batch_array("outputs[0]", arrays[0], batch, (batch, None, None))
+        if out.shape[2] < 6:
+            fail(_FUNCTION, "outputs[0]", arrays[0], "[B, N, 5 + C] with at least one class")
+        lists = _core.postprocess_yolov7(out, rows, options(out.shape[2] - 5, out.shape[1]))
+    elif format == "yolov7-raw":
+        if not arrays:
+            fail(_FUNCTION, "outputs", outputs, "one [B, A, ny, nx, 5 + C] array per level")
+        levels = [
+            _batch_array(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
+            for i, a in enumerate(arrays)
+        ]
+        levels.sort(key=lambda a: -a.shape[2])  # P3 (finest grid) first, as the rows are ordered
+        channels = levels[0].shape[4]
+        input_h, input_w = transforms[0].input_size
+        strides = []
+        for i, level in enumerate(levels):
+            _, _, ny, nx, no = level.shape
+            if no != channels or no < 6 or input_h % ny or input_w % nx or input_h // ny != input_w // nx:
+                fail(_FUNCTION, f"outputs[{i}]", level,
+                     f"a level of {channels} channels whose grid divides the input {input_h}x{input_w}")  # fmt: skip
+            strides.append(float(input_h // ny))
+        anchor_sets = _anchor_sets(anchors, len(levels))
+        rows_total = sum(a.shape[1] * a.shape[2] * a.shape[3] for a in levels)
+        lists = _core.postprocess_yolov7_raw(
+            levels, strides, anchor_sets, rows, options(channels - 5, rows_total)
+        )
+    elif format == "damo":
+        _expect_count(arrays, 2)
+        scores = _batch_array("scores", arrays[0], batch, (batch, None, None))
+        boxes = _batch_array("boxes", arrays[1], batch, (batch, scores.shape[1], 4))
+        lists = _core.postprocess_damo(scores, boxes, rows, options(scores.shape[2], scores.shape[1]))
+    else:
+        _expect_count(arrays, 4)
+        det_boxes = _batch_array("det_boxes", arrays[1], batch, (batch, None, 4))
+        k = det_boxes.shape[1]
+        num_dets = _int_array("num_dets", arrays[0], (batch, 1)).reshape(batch)
+        det_scores = _batch_array("det_scores", arrays[2], batch, (batch, k))
+        det_classes = _int_array("det_classes", arrays[3], (batch, k))
+        if np.any(num_dets < 0) or np.any(num_dets > k):
+            fail(_FUNCTION, "num_dets", arrays[0], f"counts in [0, {k}]")
+        lists = _core.postprocess_end2end(
+            num_dets, det_boxes, det_scores, det_classes, rows, options(None, k)
+        )
+    return [Detections(*arrays_) for arrays_ in lists]
+
+
+def _expect_count(arrays: list[Any], count: int) -> None:
+    if len(arrays) != count:
+        fail(_FUNCTION, "outputs", [describe(a) for a in arrays], f"{count} arrays for this format")
+
+
+def _class_list(classes: Sequence[int] | None, num_classes: int | None) -> list[int]:
+    if classes is None:
+        return []
+    if isinstance(classes, (int, np.integer)):
+        classes = [int(classes)]
+    high = None if num_classes is None else num_classes - 1
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not classes:
+        fail(_FUNCTION, "classes", classes, "None or a non-empty list of class indices")
+    return [check_integer(_FUNCTION, "classes", c, 0, high) for c in classes]

@@ -1,0 +1,173 @@
+"""preprocess: images to a network-input batch in one fused pass per image."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fastdet import _core
+from fastdet._checks import (
+    MAX_INPUT_SIDE,
+    check_choice,
+    check_integer,
+    check_real,
+    fail,
+)
+from fastdet.transform import MODES, Transform, make_transform, minimal_canvas
+
+_FUNCTION = "preprocess"
+OUTPUT_DTYPES = ("float32", "float16")
+# The official pad value of each mode: YOLOv7 pads 114, DAMO-YOLO's legacy path pads 0.
+DEFAULT_PAD_VALUE = {"letterbox": 114.0, "stretch": 0.0, "topleft": 0.0}
+
+
+def _image_list(images: Any) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            images = list(images)
+        else:
+            images = [images]
+    elif isinstance(images, (list, tuple)):
+        images = list(images)
+    else:
+        fail(_FUNCTION, "images", images, "a numpy array or a list of them", TypeError)
+    if not images:
+        fail(_FUNCTION, "images", images, "a non-empty list of images")
+    for i, image in enumerate(images):
+        name = f"images[{i}]"
+        if not isinstance(image, np.ndarray):
+            fail(_FUNCTION, name, image, "a numpy uint8 array of shape (H, W, 3)", TypeError)
+        if image.dtype != np.uint8:
+            fail(_FUNCTION, name, image, "a uint8 array (8-bit BGR)", TypeError)
+        if image.ndim != 3 or image.shape[2] != 3:
+            fail(_FUNCTION, name, image, "an array of shape (H, W, 3) (3-channel BGR)")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            fail(_FUNCTION, name, image, "a non-empty image")
+    return images
+
+
+def _size(size: Any) -> tuple[int, int]:
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (size, size)
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        fail(_FUNCTION, "size", size, "an int or a (height, width) pair")
+    for side in size:
+        if isinstance(side, bool) or not isinstance(side, numbers.Integral):
+            fail(_FUNCTION, "size", size, "an int or a (height, width) pair of ints", TypeError)
+        if not 1 <= side <= MAX_INPUT_SIDE:
+            fail(_FUNCTION, "size", size, f"sides in [1, {MAX_INPUT_SIDE}]")
+    return int(size[0]), int(size[1])
+
+
+def _per_channel(name: str, value: Any, default: float) -> np.ndarray:
+    if value is None:
+        return np.full(3, default)
+    array = np.asarray(value, dtype=np.float64) if not isinstance(value, str) else None
+    if array is None or array.ndim > 1 or array.size not in (1, 3):
+        fail(_FUNCTION, name, value, "a number or 3 numbers (one per output channel)")
+    array = np.broadcast_to(array.reshape(-1), (3,))
+    if not np.all(np.isfinite(array)):
+        fail(_FUNCTION, name, value, "finite")
+    return array
+
+
+def _transforms(
+    images: list[np.ndarray], size: tuple[int, int], mode: str, scaleup: bool, stride: int | None
+) -> list[Transform]:
+    shapes = [image.shape[:2] for image in images]
+    canvas = None
+    if stride is not None:
+        # One batch needs one shape: the largest of the images' minimal rectangles.
+        rects = [minimal_canvas(h, w, size, stride) for h, w in shapes]
+        canvas = (max(r[0] for r in rects), max(r[1] for r in rects))
+    return [make_transform(h, w, size, mode, scaleup, canvas) for h, w in shapes]
+
+
+def _output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        fail(_FUNCTION, "out", out, "a numpy array (GPU buffers need the CUDA ops)", TypeError)
+    if out.shape != shape or out.dtype != dtype:
+        fail(_FUNCTION, "out", out, f"an array of dtype {dtype} and shape {shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        fail(_FUNCTION, "out", out, "a writable C-contiguous array")
+    return out
+
+
+def preprocess(
+    images: np.ndarray | Sequence[np.ndarray],
+    size: int | tuple[int, int],
+    *,
+    mode: str = "letterbox",
+    pad_value: float | None = None,
+    scaleup: bool = True,
+    stride: int | None = None,
+    swap_rb: bool = True,
+    scale: float = 1 / 255,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    dtype: str | np.dtype | type = "float32",
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[Transform]]:
+    """Resize, pad, swap channels, normalise and transpose images into a network-input batch.
+
+    Args:
+        images: one HxWx3 uint8 BGR array (any strides), an (N, H, W, 3) array, or a list of
+            arrays of different sizes.
+        size: the network input, an int or (height, width).
+        mode: "letterbox" (YOLOv7), "stretch" (DAMO-YOLO) or "topleft" (DAMO-YOLO legacy).
+        pad_value: padding in input pixel units; default 114 for letterbox, 0 otherwise.
+        scaleup: letterbox/topleft may enlarge small images (YOLOv7 detect.py: True).
+        stride: letterbox only: fill the smallest stride-multiple rectangle (detect.py's
+            auto=True) instead of the full size; the batch takes the largest such rectangle.
+        swap_rb: BGR input to RGB output.
+        scale, mean, std: output = (pixel * scale - mean) / std, mean and std per output
+            channel. YOLOv7: scale 1/255; DAMO-YOLO: scale 1 (pixels stay 0-255).
+        dtype: "float32" or "float16".
+        out: an array of shape (N, 3, H, W) and that dtype to write into (e.g. an engine's
+            input buffer); allocated when omitted.
+
+    Returns:
+        (batch, transforms): the (N, 3, H, W) batch and one Transform per image.
+    """
+    image_list = _image_list(images)
+    size = _size(size)
+    check_choice(_FUNCTION, "mode", mode, MODES)
+    if stride is not None:
+        if mode != "letterbox":
+            fail(_FUNCTION, "stride", stride, "None unless mode is 'letterbox'")
+        stride = check_integer(_FUNCTION, "stride", stride, 1, MAX_INPUT_SIDE)
+    try:
+        out_dtype = np.dtype(dtype)
+    except TypeError:
+        fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
+    if out_dtype.name not in OUTPUT_DTYPES:
+        fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
+    if pad_value is None:
+        pad_value = DEFAULT_PAD_VALUE[mode]
+    pad_value = check_real(_FUNCTION, "pad_value", pad_value, 0.0, 255.0)
+    scale = check_real(_FUNCTION, "scale", scale, -1e6, 1e6)
+    mean_c = _per_channel("mean", mean, 0.0)
+    std_c = _per_channel("std", std, 1.0)
+    if np.any(std_c == 0):
+        fail(_FUNCTION, "std", std, "non-zero")
+
+    transforms = _transforms(image_list, size, mode, bool(scaleup), stride)
+    input_h, input_w = transforms[0].input_size
+    batch = _output(out, (len(image_list), 3, input_h, input_w), out_dtype)
+    placements = [(*t.resized_size, *t.offset) for t in transforms]
+    source_channel = (2, 1, 0) if swap_rb else (0, 1, 2)
+    mul = scale / std_c
+    add = -mean_c / std_c
+    pad = (pad_value * scale - mean_c) / std_c
+    _core.preprocess(
+        image_list, placements, source_channel, tuple(mul), tuple(add), tuple(pad), batch
+    )
+    return batch, transforms
+
+
+__all__ = ["OUTPUT_DTYPES", "preprocess"]
