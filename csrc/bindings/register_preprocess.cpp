@@ -32,6 +32,11 @@ void preprocess(const std::vector<py::array>& images,
   std::vector<Placement> places;
   for (const auto& p : placements) places.push_back({p[0], p[1], p[2], p[3]});
   PixelMap map{};
+  FASTDET_CHECK(source_channel[0] + source_channel[1] + source_channel[2] == 3 &&
+                    source_channel[0] != source_channel[1] &&
+                    source_channel[1] != source_channel[2] &&
+                    source_channel[0] != source_channel[2],
+                "preprocess: source_channel must be a permutation of (0, 1, 2)");
   for (int c = 0; c < 3; ++c) {
     FASTDET_CHECK(source_channel[c] >= 0 && source_channel[c] < 3,
                   "preprocess: source channel out of range: ", source_channel[c]);

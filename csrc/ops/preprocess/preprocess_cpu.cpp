@@ -19,6 +19,8 @@ namespace fastdet {
 namespace {
 
 constexpr int kChannels = 3;
+// The horizontal pass loads 4 floats per pixel: the last pixel reads one float past the row.
+constexpr int64_t kRowSlack = 4;
 
 bool cpu_has_avx2_kernels() {
 #if defined(FASTDET_HAVE_AVX2_KERNELS)
@@ -50,10 +52,11 @@ struct ImagePlan {
   std::vector<float> x_weight;
   std::vector<LinearTap> y_taps;
   bool rows_are_packed;  // pixels and channels adjacent: rows can be read in place
+  bool x_point_sample;   // every horizontal weight is 0
 };
 
 ImagePlan make_plan(const ImageView& image, const Placement& placement) {
-  ImagePlan plan{image, placement, {}, {}, {}, {}, false};
+  ImagePlan plan{image, placement, {}, {}, {}, {}, false, false};
   plan.rows_are_packed = image.pixel_stride == kChannels && image.channel_stride == 1;
   // OpenCV derives the step as 1 / (dst / src) in double precision; so do we.
   const double x_step = 1.0 / (static_cast<double>(placement.resized_width) / image.width);
@@ -67,6 +70,8 @@ ImagePlan make_plan(const ImageView& image, const Placement& placement) {
     plan.x_second[x] = static_cast<int32_t>(tap.second * kChannels);
     plan.x_weight[x] = tap.weight_second;
   }
+  plan.x_point_sample = std::all_of(plan.x_weight.begin(), plan.x_weight.end(),
+                                    [](float w) { return w == 0.f; });
   plan.y_taps.resize(placement.resized_height);
   for (int64_t y = 0; y < placement.resized_height; ++y) {
     plan.y_taps[y] = linear_tap(y, y_step, image.height);
@@ -117,23 +122,29 @@ void process_row(const ImagePlan& plan, const PixelMap& map, const Out pad[kChan
     row_b = packed_row(image, tap.second, scratch.packed_b);
   }
   const int64_t row_values = image.width * kChannels;
-  scratch.blended.resize(row_values);
+  scratch.blended.resize(row_values + kRowSlack, 0.f);
   kernels.blend_rows(row_a, row_b, 1.f - tap.weight_second, tap.weight_second,
                      scratch.blended.data(), row_values);
   const int64_t right = out_width - place.left - place.resized_width;
   for (int c = 0; c < kChannels; ++c) {
-    Out* plane = planes[c];
-    fill(plane, place.left, pad[c]);
-    fill(plane + place.left + place.resized_width, right, pad[c]);
-    const float* source = scratch.blended.data() + map.source_channel[c];
-    if constexpr (std::is_same_v<Out, float>) {
-      kernels.resample_row(source, plan.x_first.data(), plan.x_second.data(), plan.x_weight.data(),
-                           place.resized_width, map.mul[c], map.add[c], plane + place.left);
-    } else {
-      scratch.channel.resize(place.resized_width);
-      kernels.resample_row(source, plan.x_first.data(), plan.x_second.data(), plan.x_weight.data(),
-                           place.resized_width, map.mul[c], map.add[c], scratch.channel.data());
-      kernels.store_half(scratch.channel.data(), plane + place.left, place.resized_width);
+    fill(planes[c], place.left, pad[c]);
+    fill(planes[c] + place.left + place.resized_width, right, pad[c]);
+  }
+  float* resampled[kChannels];
+  if constexpr (std::is_same_v<Out, float>) {
+    for (int c = 0; c < kChannels; ++c) resampled[c] = planes[c] + place.left;
+  } else {
+    scratch.channel.resize(place.resized_width * kChannels);
+    for (int c = 0; c < kChannels; ++c) {
+      resampled[c] = scratch.channel.data() + c * place.resized_width;
+    }
+  }
+  kernels.resample_row(scratch.blended.data(), plan.x_first.data(), plan.x_second.data(),
+                       plan.x_weight.data(), place.resized_width, plan.x_point_sample,
+                       map.source_channel, map.mul, map.add, resampled);
+  if constexpr (!std::is_same_v<Out, float>) {
+    for (int c = 0; c < kChannels; ++c) {
+      kernels.store_half(resampled[c], planes[c] + place.left, place.resized_width);
     }
   }
 }

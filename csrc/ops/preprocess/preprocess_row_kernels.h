@@ -10,9 +10,14 @@ struct PreprocessRowKernels {
   // out[i] = a[i] * weight_a + b[i] * weight_b over n bytes.
   void (*blend_rows)(const uint8_t* a, const uint8_t* b, float weight_a, float weight_b, float* out,
                      int64_t n);
-  // out[x] = (row[first[x]] * (1 - w[x]) + row[second[x]] * w[x]) * mul + add.
+  // Horizontal pass over an interleaved 3-channel row: for each output pixel x and channel c,
+  // out[c][x] = (row[first[x] + k] * (1 - w[x]) + row[second[x] + k] * w[x]) * mul[c] + add[c]
+  // with k = source_channel[c]. `row` must have 4 readable floats past its last pixel.
+  // point_sample: every weight is 0 (odd integer downscale ratios), so `second` is not read.
   void (*resample_row)(const float* row, const int32_t* first, const int32_t* second,
-                       const float* weight_second, int64_t n, float mul, float add, float* out);
+                       const float* weight_second, int64_t n, bool point_sample,
+                       const int* source_channel,
+                       const float* mul, const float* add, float* const* out);
   // IEEE binary16, round to nearest even.
   void (*store_half)(const float* in, uint16_t* out, int64_t n);
 };
