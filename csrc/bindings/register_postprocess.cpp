@@ -25,7 +25,8 @@ std::vector<BoxTransform> box_transforms(const py::handle& transforms_arg) {
   for (py::ssize_t i = 0; i < rows.shape(0); ++i) {
     const double* r = rows.data(i, 0);
     result.push_back({static_cast<float>(r[0]), static_cast<float>(r[1]), static_cast<float>(r[2]),
-                      static_cast<float>(r[3]), static_cast<float>(r[4]), static_cast<float>(r[5])});
+                      static_cast<float>(r[3]), static_cast<float>(r[4]),
+                      static_cast<float>(r[5])});
   }
   return result;
 }
@@ -88,10 +89,11 @@ std::vector<DetectionArrays> postprocess_yolov7(const py::handle& output_arg,
   return run_released([&] { return postprocess_yolov7_cpu(grid, transforms, options); });
 }
 
-std::vector<DetectionArrays> postprocess_yolov7_raw(
-    const std::vector<py::handle>& level_args, const std::vector<float>& strides,
-    const std::vector<std::vector<float>>& anchors, const py::handle& transforms_arg,
-    const PostprocessOptions& options) {
+std::vector<DetectionArrays> postprocess_yolov7_raw(const std::vector<py::handle>& level_args,
+                                                    const std::vector<float>& strides,
+                                                    const std::vector<std::vector<float>>& anchors,
+                                                    const py::handle& transforms_arg,
+                                                    const PostprocessOptions& options) {
   const auto transforms = box_transforms(transforms_arg);
   FASTDET_CHECK(level_args.size() == strides.size() && level_args.size() == anchors.size(),
                 "postprocess: yolov7-raw needs one stride and one anchor set per level");
@@ -100,12 +102,13 @@ std::vector<DetectionArrays> postprocess_yolov7_raw(
   for (size_t i = 0; i < level_args.size(); ++i) {
     arrays.push_back(as_c_array<float>(level_args[i], "postprocess", "outputs"));
     const auto& a = arrays.back();
-    check_rank(a, "a yolov7-raw level", {static_cast<py::ssize_t>(transforms.size()), -1, -1, -1, -1});
+    check_rank(a, "a yolov7-raw level",
+               {static_cast<py::ssize_t>(transforms.size()), -1, -1, -1, -1});
     FASTDET_CHECK(static_cast<py::ssize_t>(anchors[i].size()) == a.shape(1) * 2,
                   "postprocess: level ", i, " has ", a.shape(1), " anchors but ",
                   anchors[i].size() / 2, " anchor sizes were given");
-    levels.push_back({a.data(), a.shape(1), a.shape(2), a.shape(3), a.shape(4), strides[i],
-                      anchors[i]});
+    levels.push_back(
+        {a.data(), a.shape(1), a.shape(2), a.shape(3), a.shape(4), strides[i], anchors[i]});
   }
   return run_released([&] { return postprocess_yolov7_raw_cpu(levels, transforms, options); });
 }

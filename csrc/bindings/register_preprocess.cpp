@@ -23,9 +23,9 @@ void preprocess(const std::vector<py::array>& images,
   views.reserve(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
     const py::array& image = images[i];
-    FASTDET_CHECK(image.dtype().is(py::dtype::of<uint8_t>()) && image.ndim() == 3 &&
-                      image.shape(2) == 3,
-                  "preprocess: images[", i, "] must be a uint8 array of shape (H, W, 3)");
+    FASTDET_CHECK(
+        image.dtype().is(py::dtype::of<uint8_t>()) && image.ndim() == 3 && image.shape(2) == 3,
+        "preprocess: images[", i, "] must be a uint8 array of shape (H, W, 3)");
     views.push_back({static_cast<const uint8_t*>(image.data()), image.shape(0), image.shape(1),
                      image.strides(0), image.strides(1), image.strides(2)});
   }

@@ -33,9 +33,9 @@ std::string concat(Args&&... args) {
 }  // namespace fastdet
 
 // FASTDET_CHECK(cond, "fn: argument x must be ...", value) throws fastdet::ValueError.
-#define FASTDET_CHECK(cond, ...)                                      \
-  do {                                                                \
-    if (!(cond)) {                                                    \
+#define FASTDET_CHECK(cond, ...)                                           \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
       throw ::fastdet::ValueError(::fastdet::detail::concat(__VA_ARGS__)); \
-    }                                                                 \
+    }                                                                      \
   } while (0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ from fastdet.detections import Detections
 from fastdet.transform import Transform
 
 _FUNCTION = "postprocess"
+# Builds the kernel options from (number of classes, rows per image).
+_Options = Callable[[int | None, int], _core.PostprocessOptions]
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ def _anchor_sets(anchors: Any, levels: int) -> list[list[float]]:
         sets = [np.asarray(a, dtype=np.float64).reshape(-1) for a in anchors]
     except (TypeError, ValueError):
         fail(_FUNCTION, "anchors", anchors, "per level, a sequence of (w, h) anchor sizes")
-    if len(sets) != levels or any(s.size == 0 or s.size % 2 or not np.isfinite(s).all() for s in sets):
+    if len(sets) != levels or any(
+        s.size == 0 or s.size % 2 or not np.isfinite(s).all() for s in sets
+    ):
         fail(_FUNCTION, "anchors", anchors, f"{levels} levels of finite (w, h) pairs")
     return [s.tolist() for s in sets]
 
@@ -140,7 +144,6 @@ def postprocess(
         fail(_FUNCTION, "transforms", transforms, "a list of Transform (one per image)", TypeError)
     if not transforms or not all(isinstance(t, Transform) for t in transforms):
         fail(_FUNCTION, "transforms", transforms, "a non-empty list of Transform")
-    batch = len(transforms)
     conf = check_real(_FUNCTION, "conf", conf, 0.0, 1.0)
     iou = check_real(_FUNCTION, "iou", iou, 0.0, 1.0)
     multi = fmt.multi_label if multi_label is None else bool(multi_label)
@@ -151,59 +154,105 @@ def postprocess(
     arrays = _output_list(outputs, fmt)
     rows = np.asarray([t.as_row() for t in transforms], dtype=np.float64)
 
-    def options(num_classes: int | None, max_rows: int) -> Any:
-        wanted = _class_list(classes, num_classes)
+    def options(num_classes: int | None, max_rows: int) -> _core.PostprocessOptions:
         return _core.PostprocessOptions(
-            conf, iou, multi, max_rows if keep is None else keep,
-            -1 if cap is None else cap, wanted, bool(agnostic),
+            conf, iou, multi, max_rows if keep is None else keep, -1 if cap is None else cap,
+            _class_list(classes, num_classes), bool(agnostic),
         )  # fmt: skip
 
-    if format == "yolov7":
-        _expect_count(arrays, 1)
-        out = _batch_array("outputs[0]", arrays[0], batch, (batch, None, None))
-        if out.shape[2] < 6:
-            fail(_FUNCTION, "outputs[0]", arrays[0], "[B, N, 5 + C] with at least one class")
-        lists = _core.postprocess_yolov7(out, rows, options(out.shape[2] - 5, out.shape[1]))
-    elif format == "yolov7-raw":
-        if not arrays:
-            fail(_FUNCTION, "outputs", outputs, "one [B, A, ny, nx, 5 + C] array per level")
-        levels = [
-            _batch_array(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
-            for i, a in enumerate(arrays)
-        ]
-        levels.sort(key=lambda a: -a.shape[2])  # P3 (finest grid) first, as the rows are ordered
-        channels = levels[0].shape[4]
-        input_h, input_w = transforms[0].input_size
-        strides = []
-        for i, level in enumerate(levels):
-            _, _, ny, nx, no = level.shape
-            if no != channels or no < 6 or input_h % ny or input_w % nx or input_h // ny != input_w // nx:
-                fail(_FUNCTION, f"outputs[{i}]", level,
-                     f"a level of {channels} channels whose grid divides the input {input_h}x{input_w}")  # fmt: skip
-            strides.append(float(input_h // ny))
-        anchor_sets = _anchor_sets(anchors, len(levels))
-        rows_total = sum(a.shape[1] * a.shape[2] * a.shape[3] for a in levels)
-        lists = _core.postprocess_yolov7_raw(
-            levels, strides, anchor_sets, rows, options(channels - 5, rows_total)
-        )
-    elif format == "damo":
-        _expect_count(arrays, 2)
-        scores = _batch_array("scores", arrays[0], batch, (batch, None, None))
-        boxes = _batch_array("boxes", arrays[1], batch, (batch, scores.shape[1], 4))
-        lists = _core.postprocess_damo(scores, boxes, rows, options(scores.shape[2], scores.shape[1]))
-    else:
-        _expect_count(arrays, 4)
-        det_boxes = _batch_array("det_boxes", arrays[1], batch, (batch, None, 4))
-        k = det_boxes.shape[1]
-        num_dets = _int_array("num_dets", arrays[0], (batch, 1)).reshape(batch)
-        det_scores = _batch_array("det_scores", arrays[2], batch, (batch, k))
-        det_classes = _int_array("det_classes", arrays[3], (batch, k))
-        if np.any(num_dets < 0) or np.any(num_dets > k):
-            fail(_FUNCTION, "num_dets", arrays[0], f"counts in [0, {k}]")
-        lists = _core.postprocess_end2end(
-            num_dets, det_boxes, det_scores, det_classes, rows, options(None, k)
-        )
-    return [Detections(*arrays_) for arrays_ in lists]
+    run = _RUNNERS[format]
+    return [Detections(*lists) for lists in run(arrays, transforms, rows, options, anchors)]
+
+
+def _run_yolov7(
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> list[_core.DetectionArrays]:
+    _expect_count(arrays, 1)
+    batch = len(transforms)
+    out = _batch_array("outputs[0]", arrays[0], batch, (batch, None, None))
+    if out.shape[2] < 6:
+        fail(_FUNCTION, "outputs[0]", arrays[0], "[B, N, 5 + C] with at least one class")
+    return _core.postprocess_yolov7(out, rows, options(out.shape[2] - 5, out.shape[1]))
+
+
+def _run_yolov7_raw(
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> list[_core.DetectionArrays]:
+    batch = len(transforms)
+    if not arrays:
+        fail(_FUNCTION, "outputs", arrays, "one [B, A, ny, nx, 5 + C] array per level")
+    levels = [
+        _batch_array(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
+        for i, a in enumerate(arrays)
+    ]
+    levels.sort(key=lambda a: -a.shape[2])  # P3 (the finest grid) first, as the rows are ordered
+    channels = levels[0].shape[4]
+    input_h, input_w = transforms[0].input_size
+    strides = []
+    for i, level in enumerate(levels):
+        _, _, ny, nx, no = level.shape
+        grid_fits = input_h % ny == 0 and input_w % nx == 0 and input_h // ny == input_w // nx
+        if no != channels or no < 6 or not grid_fits:
+            expected = f"a level of {channels} channels whose grid divides the input"
+            fail(_FUNCTION, f"outputs[{i}]", level, f"{expected} {input_h}x{input_w}")
+        strides.append(float(input_h // ny))
+    anchor_sets = _anchor_sets(anchors, len(levels))
+    total_rows = sum(a.shape[1] * a.shape[2] * a.shape[3] for a in levels)
+    return _core.postprocess_yolov7_raw(
+        levels, strides, anchor_sets, rows, options(channels - 5, total_rows)
+    )
+
+
+def _run_damo(
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> list[_core.DetectionArrays]:
+    _expect_count(arrays, 2)
+    batch = len(transforms)
+    scores = _batch_array("scores", arrays[0], batch, (batch, None, None))
+    boxes = _batch_array("boxes", arrays[1], batch, (batch, scores.shape[1], 4))
+    num_rows, num_classes = scores.shape[1], scores.shape[2]
+    return _core.postprocess_damo(scores, boxes, rows, options(num_classes, num_rows))
+
+
+def _run_end2end(
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> list[_core.DetectionArrays]:
+    _expect_count(arrays, 4)
+    batch = len(transforms)
+    det_boxes = _batch_array("det_boxes", arrays[1], batch, (batch, None, 4))
+    k = det_boxes.shape[1]
+    num_dets = _int_array("num_dets", arrays[0], (batch, 1)).reshape(batch)
+    det_scores = _batch_array("det_scores", arrays[2], batch, (batch, k))
+    det_classes = _int_array("det_classes", arrays[3], (batch, k))
+    if np.any(num_dets < 0) or np.any(num_dets > k):
+        fail(_FUNCTION, "num_dets", arrays[0], f"counts in [0, {k}]")
+    return _core.postprocess_end2end(
+        num_dets, det_boxes, det_scores, det_classes, rows, options(None, k)
+    )
+
+
+_RUNNERS = {
+    "yolov7": _run_yolov7,
+    "yolov7-raw": _run_yolov7_raw,
+    "damo": _run_damo,
+    "end2end": _run_end2end,
+}
 
 
 def _expect_count(arrays: list[Any], count: int) -> None:

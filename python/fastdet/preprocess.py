@@ -21,6 +21,10 @@ from fastdet.transform import MODES, Transform, make_transform, minimal_canvas
 _FUNCTION = "preprocess"
 OUTPUT_DTYPES = ("float32", "float16")
 # The official pad value of each mode: YOLOv7 pads 114, DAMO-YOLO's legacy path pads 0.
+_OUTPUT_DTYPES: dict[object, np.dtype] = {
+    key: np.dtype(key)
+    for key in (*OUTPUT_DTYPES, np.float32, np.float16)
+}
 DEFAULT_PAD_VALUE = {"letterbox": 114.0, "stretch": 0.0, "topleft": 0.0}
 
 
@@ -57,21 +61,24 @@ def _size(size: Any) -> tuple[int, int]:
     for side in size:
         if isinstance(side, bool) or not isinstance(side, numbers.Integral):
             fail(_FUNCTION, "size", size, "an int or a (height, width) pair of ints", TypeError)
-        if not 1 <= side <= MAX_INPUT_SIDE:
+        if not 1 <= int(side) <= MAX_INPUT_SIDE:
             fail(_FUNCTION, "size", size, f"sides in [1, {MAX_INPUT_SIDE}]")
     return int(size[0]), int(size[1])
 
 
-def _per_channel(name: str, value: Any, default: float) -> np.ndarray:
+def _per_channel(name: str, value: Any, default: float) -> tuple[float, float, float]:
     if value is None:
-        return np.full(3, default)
-    array = np.asarray(value, dtype=np.float64) if not isinstance(value, str) else None
-    if array is None or array.ndim > 1 or array.size not in (1, 3):
+        return (default, default, default)
+    try:
+        array = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
         fail(_FUNCTION, name, value, "a number or 3 numbers (one per output channel)")
-    array = np.broadcast_to(array.reshape(-1), (3,))
+    if isinstance(value, str) or array.size not in (1, 3) or np.ndim(value) > 1:
+        fail(_FUNCTION, name, value, "a number or 3 numbers (one per output channel)")
     if not np.all(np.isfinite(array)):
         fail(_FUNCTION, name, value, "finite")
-    return array
+    values = np.broadcast_to(array, (3,)).tolist()
+    return (values[0], values[1], values[2])
 
 
 def _transforms(
@@ -141,19 +148,21 @@ def preprocess(
         if mode != "letterbox":
             fail(_FUNCTION, "stride", stride, "None unless mode is 'letterbox'")
         stride = check_integer(_FUNCTION, "stride", stride, 1, MAX_INPUT_SIDE)
-    try:
-        out_dtype = np.dtype(dtype)
-    except TypeError:
-        fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
-    if out_dtype.name not in OUTPUT_DTYPES:
-        fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
+    out_dtype = _OUTPUT_DTYPES.get(dtype) if isinstance(dtype, (str, type)) else None
+    if out_dtype is None:
+        try:
+            out_dtype = np.dtype(dtype)
+        except TypeError:
+            fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
+        if out_dtype.name not in OUTPUT_DTYPES:
+            fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
     if pad_value is None:
         pad_value = DEFAULT_PAD_VALUE[mode]
     pad_value = check_real(_FUNCTION, "pad_value", pad_value, 0.0, 255.0)
     scale = check_real(_FUNCTION, "scale", scale, -1e6, 1e6)
     mean_c = _per_channel("mean", mean, 0.0)
     std_c = _per_channel("std", std, 1.0)
-    if np.any(std_c == 0):
+    if 0.0 in std_c:
         fail(_FUNCTION, "std", std, "non-zero")
 
     transforms = _transforms(image_list, size, mode, bool(scaleup), stride)
@@ -161,12 +170,10 @@ def preprocess(
     batch = _output(out, (len(image_list), 3, input_h, input_w), out_dtype)
     placements = [(*t.resized_size, *t.offset) for t in transforms]
     source_channel = (2, 1, 0) if swap_rb else (0, 1, 2)
-    mul = scale / std_c
-    add = -mean_c / std_c
-    pad = (pad_value * scale - mean_c) / std_c
-    _core.preprocess(
-        image_list, placements, source_channel, tuple(mul), tuple(add), tuple(pad), batch
-    )
+    mul = tuple(scale / sd for sd in std_c)
+    add = tuple(-m / sd for m, sd in zip(mean_c, std_c, strict=True))
+    pad = tuple((pad_value * scale - m) / sd for m, sd in zip(mean_c, std_c, strict=True))
+    _core.preprocess(image_list, placements, source_channel, mul, add, pad, batch)
     return batch, transforms
 
 

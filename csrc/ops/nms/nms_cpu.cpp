@@ -46,8 +46,8 @@ void nms_one_class(ClassBoxes& c, const int32_t* ranks, int64_t count, float thr
     const float* __restrict areas = c.area.data();
     int32_t* __restrict suppressed = c.suppressed.data();
     for (int64_t j = i + 1; j < count; ++j) {
-      suppressed[j] |= iou_above(ax1, ay1, ax2, ay2, area, x1[j], y1[j], x2[j], y2[j], areas[j],
-                                 threshold);
+      suppressed[j] |=
+          iou_above(ax1, ay1, ax2, ay2, area, x1[j], y1[j], x2[j], y2[j], areas[j], threshold);
     }
   }
 }

@@ -55,8 +55,7 @@ void check_finite_box(const float* box, float score, int64_t image, int64_t row)
 
 // YOLOv7's confidence rule for one row whose objectness already passed (obj > conf).
 void add_yolov7_row(const float* box, float obj, const float* class_probs, int64_t num_classes,
-                    const PostprocessOptions& options, const ClassFilter& filter,
-                    Candidates& out) {
+                    const PostprocessOptions& options, const ClassFilter& filter, Candidates& out) {
   if (options.multi_label) {
     for (int64_t k = 0; k < num_classes; ++k) {
       const float score = class_probs[k] * obj;
@@ -156,71 +155,69 @@ std::vector<DetectionList> postprocess_yolov7_raw_cpu(const std::vector<YoloV7Ra
                                                       const PostprocessOptions& options) {
   FASTDET_CHECK(!levels.empty(), "postprocess: yolov7-raw needs at least one output level");
   const int64_t num_classes = levels[0].channels - 5;
-  FASTDET_CHECK(num_classes >= 1, "postprocess: a yolov7-raw output needs at least 6 channels, got ",
+  FASTDET_CHECK(num_classes >= 1,
+                "postprocess: a yolov7-raw output needs at least 6 channels, got ",
                 levels[0].channels);
   const ClassFilter filter(options.classes, num_classes);
-  return per_image(transforms, options, kYoloV7ClassOffset, true,
-                   [&](int64_t image, Candidates& out) {
-                     std::vector<float> class_probs(num_classes);
-                     int64_t row_index = 0;
-                     for (const YoloV7RawLevel& level : levels) {
-                       const int64_t cells = level.anchors * level.ny * level.nx;
-                       const float* rows = level.data + image * cells * level.channels;
-                       for (int64_t cell = 0; cell < cells; ++cell, ++row_index) {
-                         const float* logits = rows + cell * level.channels;
-                         const float obj = sigmoid(logits[4]);
-                         if (!(obj > options.conf)) continue;
-                         const int64_t anchor = cell / (level.ny * level.nx);
-                         const int64_t y = (cell / level.nx) % level.ny;
-                         const int64_t x = cell % level.nx;
-                         float center_size[4], box[4];
-                         decode_yolov7_raw_box(logits, static_cast<float>(x),
-                                               static_cast<float>(y), level.stride,
-                                               level.anchor_sizes[anchor * 2],
-                                               level.anchor_sizes[anchor * 2 + 1], center_size);
-                         center_size_to_corners(center_size[0], center_size[1], center_size[2],
-                                                center_size[3], box);
-                         check_finite_box(box, obj, image, row_index);
-                         for (int64_t k = 0; k < num_classes; ++k) {
-                           class_probs[k] = sigmoid(logits[5 + k]);
-                         }
-                         add_yolov7_row(box, obj, class_probs.data(), num_classes, options, filter,
-                                        out);
-                       }
-                     }
-                   });
+  return per_image(
+      transforms, options, kYoloV7ClassOffset, true, [&](int64_t image, Candidates& out) {
+        std::vector<float> class_probs(num_classes);
+        int64_t row_index = 0;
+        for (const YoloV7RawLevel& level : levels) {
+          const int64_t cells = level.anchors * level.ny * level.nx;
+          const float* rows = level.data + image * cells * level.channels;
+          for (int64_t cell = 0; cell < cells; ++cell, ++row_index) {
+            const float* logits = rows + cell * level.channels;
+            const float obj = sigmoid(logits[4]);
+            if (!(obj > options.conf)) continue;
+            const int64_t anchor = cell / (level.ny * level.nx);
+            const int64_t y = (cell / level.nx) % level.ny;
+            const int64_t x = cell % level.nx;
+            float center_size[4], box[4];
+            decode_yolov7_raw_box(logits, static_cast<float>(x), static_cast<float>(y),
+                                  level.stride, level.anchor_sizes[anchor * 2],
+                                  level.anchor_sizes[anchor * 2 + 1], center_size);
+            center_size_to_corners(center_size[0], center_size[1], center_size[2], center_size[3],
+                                   box);
+            check_finite_box(box, obj, image, row_index);
+            for (int64_t k = 0; k < num_classes; ++k) {
+              class_probs[k] = sigmoid(logits[5 + k]);
+            }
+            add_yolov7_row(box, obj, class_probs.data(), num_classes, options, filter, out);
+          }
+        }
+      });
 }
 
 std::vector<DetectionList> postprocess_damo_cpu(const DamoOutput& output,
                                                 const std::vector<BoxTransform>& transforms,
                                                 const PostprocessOptions& options) {
   const ClassFilter filter(options.classes, output.classes);
-  return per_image(
-      transforms, options, 0.f, true, [&](int64_t image, Candidates& out) {
-        const float* scores = output.scores + image * output.rows * output.classes;
-        const float* boxes = output.boxes + image * output.rows * 4;
-        for (int64_t n = 0; n < output.rows; ++n) {
-          const float* row_scores = scores + n * output.classes;
-          const float* box = boxes + n * 4;
-          if (options.multi_label) {
-            for (int64_t k = 0; k < output.classes; ++k) {
-              if (row_scores[k] > options.conf && filter.accepts(k)) {
-                check_finite_box(box, row_scores[k], image, n);
-                out.add(box, row_scores[k], static_cast<int32_t>(k));
-              }
-            }
-            continue;
-          }
-          int64_t best = 0;
-          for (int64_t k = 1; k < output.classes; ++k) {
-            if (row_scores[k] > row_scores[best]) best = k;
-          }
-          if (row_scores[best] > options.conf && filter.accepts(best)) {
-            check_finite_box(box, row_scores[best], image, n);
-            out.add(box, row_scores[best], static_cast<int32_t>(best));
+  return per_image(transforms, options, 0.f, true, [&](int64_t image, Candidates& out) {
+    const float* scores = output.scores + image * output.rows * output.classes;
+    const float* boxes = output.boxes + image * output.rows * 4;
+    for (int64_t n = 0; n < output.rows; ++n) {
+      const float* row_scores = scores + n * output.classes;
+      const float* box = boxes + n * 4;
+      if (options.multi_label) {
+        for (int64_t k = 0; k < output.classes; ++k) {
+          if (row_scores[k] > options.conf && filter.accepts(k)) {
+            check_finite_box(box, row_scores[k], image, n);
+            out.add(box, row_scores[k], static_cast<int32_t>(k));
           }
         }
-      });
+        continue;
+      }
+      int64_t best = 0;
+      for (int64_t k = 1; k < output.classes; ++k) {
+        if (row_scores[k] > row_scores[best]) best = k;
+      }
+      if (row_scores[best] > options.conf && filter.accepts(best)) {
+        check_finite_box(box, row_scores[best], image, n);
+        out.add(box, row_scores[best], static_cast<int32_t>(best));
+      }
+    }
+  });
 }
 
 std::vector<DetectionList> postprocess_end2end_cpu(const End2EndOutput& output,

@@ -1,7 +1,7 @@
 #include <algorithm>
-#include <type_traits>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/check.h"
@@ -70,8 +70,8 @@ ImagePlan make_plan(const ImageView& image, const Placement& placement) {
     plan.x_second[x] = static_cast<int32_t>(tap.second * kChannels);
     plan.x_weight[x] = tap.weight_second;
   }
-  plan.x_point_sample = std::all_of(plan.x_weight.begin(), plan.x_weight.end(),
-                                    [](float w) { return w == 0.f; });
+  plan.x_point_sample =
+      std::all_of(plan.x_weight.begin(), plan.x_weight.end(), [](float w) { return w == 0.f; });
   plan.y_taps.resize(placement.resized_height);
   for (int64_t y = 0; y < placement.resized_height; ++y) {
     plan.y_taps[y] = linear_tap(y, y_step, image.height);
@@ -178,15 +178,15 @@ const char* preprocess_cpu_kernels_name() {
 
 void preprocess_cpu(const std::vector<ImageView>& images, const std::vector<Placement>& placements,
                     const PixelMap& pixel_map, const OutputPlanes& out) {
-  FASTDET_CHECK(images.size() == placements.size(), "preprocess: ", images.size(),
-                " images but ", placements.size(), " placements");
+  FASTDET_CHECK(images.size() == placements.size(), "preprocess: ", images.size(), " images but ",
+                placements.size(), " placements");
   std::vector<ImagePlan> plans;
   plans.reserve(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
     const ImageView& image = images[i];
     const Placement& place = placements[i];
-    FASTDET_CHECK(image.height > 0 && image.width > 0, "preprocess: images[", i,
-                  "] is empty (", image.height, "x", image.width, ")");
+    FASTDET_CHECK(image.height > 0 && image.width > 0, "preprocess: images[", i, "] is empty (",
+                  image.height, "x", image.width, ")");
     FASTDET_CHECK(place.resized_height > 0 && place.resized_width > 0 && place.top >= 0 &&
                       place.left >= 0 && place.top + place.resized_height <= out.height &&
                       place.left + place.resized_width <= out.width,

@@ -16,8 +16,8 @@ struct PreprocessRowKernels {
   // point_sample: every weight is 0 (odd integer downscale ratios), so `second` is not read.
   void (*resample_row)(const float* row, const int32_t* first, const int32_t* second,
                        const float* weight_second, int64_t n, bool point_sample,
-                       const int* source_channel,
-                       const float* mul, const float* add, float* const* out);
+                       const int* source_channel, const float* mul, const float* add,
+                       float* const* out);
   // IEEE binary16, round to nearest even.
   void (*store_half)(const float* in, uint16_t* out, int64_t n);
 };

@@ -25,8 +25,8 @@ static void blend_rows(const uint8_t* __restrict a, const uint8_t* __restrict b,
 
 static void resample_row(const float* __restrict row, const int32_t* __restrict first,
                          const int32_t* __restrict second, const float* __restrict weight_second,
-                         int64_t n, bool point_sample, const int* source_channel,
-                         const float* mul, const float* add, float* const* out) {
+                         int64_t n, bool point_sample, const int* source_channel, const float* mul,
+                         const float* add, float* const* out) {
   int64_t x = 0;
 #if defined(__SSE2__)
   // Four output pixels at a time: one unaligned load fetches a pixel's 3 channels (plus one

@@ -1,0 +1,73 @@
+"""Shared fixtures: a seeded rng, the device axis (CUDA skipped unless usable), COCO photos."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastdet
+
+COCO_ENV = "FASTDET_COCO_MINI"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if fastdet.cuda_is_available():
+        return
+    reason = (
+        "needs a CUDA build of fastdet and a visible GPU "
+        f"(WITH_CUDA={fastdet.WITH_CUDA}, cuda_is_available()=False)"
+    )
+    for item in items:
+        if "needs_cuda" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    """A generator seeded from the test's name: reproducible and different per test."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])
+def device(request: pytest.FixtureRequest) -> str:
+    """Where an op runs. Only "cpu" ops exist today; "cuda" is skipped unless usable."""
+    if request.param == "cuda" and not fastdet.cuda_is_available():
+        pytest.skip("needs a CUDA build of fastdet and a visible GPU")
+    return request.param
+
+
+def coco_image_paths() -> list[Path]:
+    """The COCO-mini photos named by FASTDET_COCO_MINI, or a skip saying how to get them."""
+    folder = os.environ.get(COCO_ENV)
+    if not folder:
+        pytest.skip(f"{COCO_ENV} is not set (a folder of COCO val2017 .jpg photos)")
+    paths = sorted(Path(folder).glob("*.jpg"))
+    if not paths:
+        pytest.skip(f"{COCO_ENV}={folder} holds no .jpg files")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def coco_images() -> list[np.ndarray]:
+    """The COCO-mini photos as BGR uint8 arrays (skipped when FASTDET_COCO_MINI is unset)."""
+    import cv2
+
+    images = []
+    for path in coco_image_paths():
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        assert image is not None, f"cv2 could not read {path}"
+        images.append(image)
+    return images
+
+
+@pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
+def num_threads(request: pytest.FixtureRequest):
+    """Runs the test with fastdet using 1 and then 2 CPU threads, restoring the setting after."""
+    before = fastdet.get_num_threads()
+    fastdet.set_num_threads(request.param)
+    yield request.param
+    fastdet.set_num_threads(before)

@@ -1,0 +1,617 @@
+"""Plain numpy (+ cv2 for resizing) references for fastdet, written from docs/model-facts.md.
+
+Nothing here imports fastdet: these functions restate the official semantics of YOLOv7 and
+DAMO-YOLO pre/postprocessing so the tests can compare fastdet with them. The workload
+generators at the end are shared with the benchmarks.
+
+Conventions: sizes are (height, width); boxes are float32 x1, y1, x2, y2; scores float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# Geometry (model-facts section 2)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where one image lands in the network input, and how boxes map back."""
+
+    mode: str
+    original_size: tuple[int, int]  # (h0, w0)
+    input_size: tuple[int, int]  # the canvas actually filled, (H, W)
+    resized_size: tuple[int, int]  # (h', w')
+    top: int
+    bottom: int
+    left: int
+    right: int
+    scale: tuple[float, float]  # (x, y) input pixels per original pixel
+    pad: tuple[float, float]  # (x, y) float padding subtracted when mapping back
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        return (self.top, self.left)
+
+
+def as_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        return (int(size), int(size))
+    return (int(size[0]), int(size[1]))
+
+
+def letterbox_resized(h: int, w: int, size, scaleup: bool = True) -> tuple[int, int, float]:
+    """YOLOv7 letterbox: r = min(H/h, W/w) (capped at 1 without scaleup); new size with Python's
+    round, half to even. Returns (h', w', r)."""
+    out_h, out_w = as_size(size)
+    r = min(out_h / h, out_w / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    new_h, new_w = round(h * r), round(w * r)
+    # Outside the facts: a sliver (2 x 3000) rounds to 0 rows, which cv2.resize refuses; the
+    # image keeps one row.
+    return max(new_h, 1), max(new_w, 1), r
+
+
+def letterbox_canvas(h: int, w: int, size, stride: int, scaleup: bool = True) -> tuple[int, int]:
+    """detect.py auto=True: the padding is taken modulo the stride (smallest stride rectangle)."""
+    out_h, out_w = as_size(size)
+    new_h, new_w, _ = letterbox_resized(h, w, size, scaleup)
+    return new_h + (out_h - new_h) % stride, new_w + (out_w - new_w) % stride
+
+
+def letterbox_geometry(
+    h: int,
+    w: int,
+    size,
+    *,
+    scaleup: bool = True,
+    stride: int | None = None,
+    canvas: tuple[int, int] | None = None,
+) -> Geometry:
+    """YOLOv7 letterbox. `canvas` (a batch's common stride rectangle) overrides the filled size;
+    the ratio always comes from `size`."""
+    size = as_size(size)
+    new_h, new_w, r = letterbox_resized(h, w, size, scaleup)
+    if canvas is None:
+        canvas = letterbox_canvas(h, w, size, stride, scaleup) if stride else size
+    dw = (canvas[1] - new_w) / 2
+    dh = (canvas[0] - new_h) / 2
+    # The odd pixel of padding goes to the bottom/right.
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    return Geometry(
+        "letterbox", (h, w), tuple(canvas), (new_h, new_w), top, bottom, left, right,
+        (r, r), (dw, dh),
+    )  # fmt: skip
+
+
+def stretch_geometry(h: int, w: int, size) -> Geometry:
+    """DAMO-YOLO (2023-03 and nano): plain resize to the input, no padding."""
+    out_h, out_w = as_size(size)
+    return Geometry(
+        "stretch", (h, w), (out_h, out_w), (out_h, out_w), 0, 0, 0, 0,
+        (out_w / w, out_h / h), (0.0, 0.0),
+    )  # fmt: skip
+
+
+def topleft_geometry(h: int, w: int, size, *, scaleup: bool = True) -> Geometry:
+    """DAMO-YOLO legacy: keep ratio with int() truncation, image at the top-left, pad bottom/right."""
+    out_h, out_w = as_size(size)
+    r = min(out_h / h, out_w / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    new_h, new_w = max(int(h * r), 1), max(int(w * r), 1)
+    return Geometry(
+        "topleft", (h, w), (out_h, out_w), (new_h, new_w), 0, out_h - new_h, 0, out_w - new_w,
+        (r, r), (0.0, 0.0),
+    )  # fmt: skip
+
+
+def geometry(h: int, w: int, size, mode: str, *, scaleup: bool = True, stride=None) -> Geometry:
+    if mode == "letterbox":
+        return letterbox_geometry(h, w, size, scaleup=scaleup, stride=stride)
+    if mode == "stretch":
+        return stretch_geometry(h, w, size)
+    if mode == "topleft":
+        return topleft_geometry(h, w, size, scaleup=scaleup)
+    raise ValueError(mode)
+
+
+def batch_geometry(
+    shapes, size, mode: str, *, scaleup: bool = True, stride: int | None = None
+) -> list[Geometry]:
+    """One Geometry per (h, w). With a stride, one batch needs one shape: the largest of the
+    images' own stride rectangles, each image centred in it."""
+    if stride is None:
+        return [geometry(h, w, size, mode, scaleup=scaleup) for h, w in shapes]
+    rects = [letterbox_canvas(h, w, size, stride, scaleup) for h, w in shapes]
+    canvas = (max(r[0] for r in rects), max(r[1] for r in rects))
+    return [letterbox_geometry(h, w, size, scaleup=scaleup, canvas=canvas) for h, w in shapes]
+
+
+DEFAULT_PAD_VALUE = {"letterbox": 114.0, "stretch": 0.0, "topleft": 0.0}
+
+
+def per_channel(value, default: float) -> np.ndarray:
+    if value is None:
+        return np.full(3, default, dtype=np.float64)
+    return np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(-1), (3,)).copy()
+
+
+def preprocess_reference(
+    images,
+    size,
+    mode: str = "letterbox",
+    *,
+    pad_value: float | None = None,
+    scaleup: bool = True,
+    stride: int | None = None,
+    swap_rb: bool = True,
+    scale: float = 1 / 255,
+    mean=None,
+    std=None,
+) -> tuple[np.ndarray, list[Geometry]]:
+    """The OpenCV chain: cv2.resize(INTER_LINEAR) + cv2.copyMakeBorder(constant) + BGR->RGB +
+    HWC->CHW + float * scale, then (x - mean) / std per output channel. float32 (N, 3, H, W)."""
+    if isinstance(images, np.ndarray):
+        images = list(images) if images.ndim == 4 else [images]
+    geos = batch_geometry(
+        [im.shape[:2] for im in images], size, mode, scaleup=scaleup, stride=stride
+    )
+    pad = DEFAULT_PAD_VALUE[mode] if pad_value is None else float(pad_value)
+    mean_c, std_c = per_channel(mean, 0.0), per_channel(std, 1.0)
+    out_h, out_w = geos[0].input_size
+    batch = np.empty((len(images), 3, out_h, out_w), dtype=np.float32)
+    for i, (image, g) in enumerate(zip(images, geos, strict=True)):
+        src = np.ascontiguousarray(image)
+        new_h, new_w = g.resized_size
+        resized = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        padded = cv2.copyMakeBorder(
+            resized.astype(np.float32), g.top, g.bottom, g.left, g.right,
+            cv2.BORDER_CONSTANT, value=(pad, pad, pad, 0.0),
+        )  # fmt: skip
+        if swap_rb:
+            padded = padded[..., ::-1]
+        chw = padded.transpose(2, 0, 1).astype(np.float64) * scale
+        batch[i] = (chw - mean_c[:, None, None]) / std_c[:, None, None]
+    return batch, geos
+
+
+def pad_values(mode: str, pad_value=None, scale=1 / 255, mean=None, std=None) -> np.ndarray:
+    """The exact float32 padding per output channel: float32((pad * scale - mean) / std)."""
+    pad = DEFAULT_PAD_VALUE[mode] if pad_value is None else float(pad_value)
+    return np.float32((pad * scale - per_channel(mean, 0.0)) / per_channel(std, 1.0))
+
+
+def padding_mask(g: Geometry) -> np.ndarray:
+    """True on the input pixels that are padding."""
+    mask = np.ones(g.input_size, dtype=bool)
+    mask[g.top : g.top + g.resized_size[0], g.left : g.left + g.resized_size[1]] = False
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# NMS (torchvision semantics, model-facts section 4)
+# --------------------------------------------------------------------------------------------
+
+
+def nms_reference(boxes, scores, iou_threshold: float, classes=None, max_det=None) -> np.ndarray:
+    """Greedy NMS as torchvision.ops.nms / batched_nms (per class when `classes` is given).
+
+    Visit boxes by score descending (stable: ties keep the lower index first); drop a box whose
+    IoU with a kept box (of the same class) is strictly greater than the threshold. IoU is
+    computed in float32 as inter / (area_a + area_b - inter) and compared with the threshold as
+    a double (torchvision's `ovr > iou_threshold`); zero-area pairs give 0/0 = NaN, which never
+    suppresses. Returns int64 indices, kept order.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    n = scores.shape[0]
+    order = np.argsort(-scores.astype(np.float64), kind="stable")
+    b = boxes[order]
+    x1, y1, x2, y2 = (np.ascontiguousarray(b[:, k]) for k in range(4))
+    area = (x2 - x1) * (y2 - y1)
+    cls = None if classes is None else np.asarray(classes).reshape(-1)[order]
+    suppressed = np.zeros(n, dtype=bool)
+    keep: list[int] = []
+    limit = n if max_det is None else max_det
+    threshold = float(iou_threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i in range(n):
+            if len(keep) >= limit:
+                break
+            if suppressed[i]:
+                continue
+            keep.append(i)
+            rest = slice(i + 1, n)
+            w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+            h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+            inter = w * h
+            iou = inter / (area[i] + area[rest] - inter)
+            hit = iou.astype(np.float64) > threshold
+            if cls is not None:
+                hit &= cls[rest] == cls[i]
+            suppressed[rest] |= hit
+    return order[np.asarray(keep, dtype=np.int64)].astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Postprocessing (model-facts sections 3 and 4)
+# --------------------------------------------------------------------------------------------
+
+YOLOV7_MAX_WH = 4096.0
+
+
+@dataclass
+class Dets:
+    """A reference result for one image."""
+
+    boxes: np.ndarray  # (n, 4) float32, network-input pixels unless mapped
+    scores: np.ndarray  # (n,) float32
+    classes: np.ndarray  # (n,) int64
+
+    @staticmethod
+    def empty() -> Dets:
+        return Dets(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        )
+
+    def take(self, index) -> Dets:
+        return Dets(self.boxes[index], self.scores[index], self.classes[index])
+
+
+def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    xywh = np.asarray(xywh, dtype=np.float32)
+    half_w, half_h = xywh[:, 2] / np.float32(2), xywh[:, 3] / np.float32(2)
+    return np.stack(
+        [xywh[:, 0] - half_w, xywh[:, 1] - half_h, xywh[:, 0] + half_w, xywh[:, 1] + half_h],
+        axis=1,
+    )
+
+
+def yolov7_nms_reference(
+    prediction,
+    conf: float,
+    iou: float,
+    *,
+    multi_label: bool = False,
+    classes=None,
+    agnostic: bool = False,
+    max_det: int = 300,
+    max_candidates: int | None = 30000,
+) -> Dets:
+    """YOLOv7 non_max_suppression for one image's (N, 5 + C) --grid rows (input pixels).
+
+    obj > conf; conf = obj * cls (float32); multi-label: every (row, class) above conf in
+    row-major order, else the first best class if above conf; the class filter after that
+    choice; cx,cy,w,h -> corners; over max_candidates: keep the highest (stable sort); boxes
+    offset by class * 4096 in float32 and one torchvision NMS; at most max_det.
+    """
+    x = np.asarray(prediction, dtype=np.float32)
+    thr = np.float32(conf)  # torch compares a float32 tensor with the scalar in float32
+    x = x[x[:, 4] > thr]
+    if x.shape[0] == 0:
+        return Dets.empty()
+    cls_conf = x[:, 5:] * x[:, 4:5]
+    box = xywh_to_xyxy(x[:, :4])
+    if multi_label:
+        i, j = np.nonzero(cls_conf > thr)
+        dets = Dets(box[i], cls_conf[i, j], j.astype(np.int64))
+    else:
+        j = np.argmax(cls_conf, axis=1)  # the first maximum
+        best = cls_conf[np.arange(len(j)), j]
+        keep = best > thr
+        dets = Dets(box[keep], best[keep], j[keep].astype(np.int64))
+    if classes is not None:
+        dets = dets.take(np.isin(dets.classes, np.asarray(classes)))
+    if len(dets.scores) == 0:
+        return Dets.empty()
+    if max_candidates is not None and len(dets.scores) > max_candidates:
+        dets = dets.take(
+            np.argsort(-dets.scores.astype(np.float64), kind="stable")[:max_candidates]
+        )
+    offset = dets.classes.astype(np.float32) * np.float32(0.0 if agnostic else YOLOV7_MAX_WH)
+    keep = nms_reference(dets.boxes + offset[:, None], dets.scores, iou, max_det=max_det)
+    return dets.take(keep)
+
+
+def sigmoid(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def decode_yolov7_raw(levels, input_size, anchors) -> np.ndarray:
+    """The YOLOv7 Detect head on raw [B, A, ny, nx, 5 + C] logit maps (levels P3 first, anchors
+    per level in input pixels): s = sigmoid; cx = (2 s - 0.5 + gx) * stride;
+    w = (2 s)^2 * anchor_w. Rows ordered level, anchor, y, x -> [B, rows, 5 + C] float32."""
+    input_h, _ = as_size(input_size)
+    rows = []
+    for level, level_anchors in zip(levels, anchors, strict=True):
+        level = np.asarray(level, dtype=np.float32)
+        b, a, ny, nx, no = level.shape
+        stride = np.float32(input_h // ny)
+        s = sigmoid(level)
+        gy, gx = np.meshgrid(
+            np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij"
+        )
+        anchor_wh = np.asarray(level_anchors, dtype=np.float32).reshape(a, 2)
+        out = s.copy()
+        two, half = np.float32(2), np.float32(0.5)
+        out[..., 0] = (s[..., 0] * two - half + gx) * stride
+        out[..., 1] = (s[..., 1] * two - half + gy) * stride
+        out[..., 2] = (s[..., 2] * two) ** 2 * anchor_wh[None, :, None, None, 0]
+        out[..., 3] = (s[..., 3] * two) ** 2 * anchor_wh[None, :, None, None, 1]
+        rows.append(out.reshape(b, a * ny * nx, no))
+    return np.concatenate(rows, axis=1)
+
+
+def damo_nms_reference(
+    scores,
+    boxes,
+    conf: float,
+    iou: float,
+    *,
+    max_det: int = 500,
+    multi_label: bool = True,
+    classes=None,
+    agnostic: bool = False,
+) -> Dets:
+    """DAMO-YOLO multiclass_nms for one image: every (box, class) with score > conf, in
+    row-major (box, class) order; torchvision batched_nms (per class); the max_det highest."""
+    scores = np.asarray(scores, dtype=np.float32)
+    boxes = np.asarray(boxes, dtype=np.float32)
+    thr = np.float32(conf)
+    if multi_label:
+        i, j = np.nonzero(scores > thr)
+        dets = Dets(boxes[i], scores[i, j], j.astype(np.int64))
+    else:
+        j = np.argmax(scores, axis=1)
+        best = scores[np.arange(len(j)), j]
+        keep = best > thr
+        dets = Dets(boxes[keep], best[keep], j[keep].astype(np.int64))
+    if classes is not None:
+        dets = dets.take(np.isin(dets.classes, np.asarray(classes)))
+    keep = nms_reference(
+        dets.boxes, dets.scores, iou, classes=None if agnostic else dets.classes, max_det=max_det
+    )
+    return dets.take(keep)
+
+
+def end2end_reference(
+    num_dets, det_boxes, det_scores, det_classes, conf: float, *, classes=None, max_det=None
+) -> Dets:
+    """One image of an EfficientNMS-style output: the first num_dets rows with score > conf
+    (and in `classes`), by score descending (stable), at most max_det."""
+    n = int(np.asarray(num_dets).reshape(-1)[0])
+    dets = Dets(
+        np.asarray(det_boxes, np.float32)[:n],
+        np.asarray(det_scores, np.float32)[:n],
+        np.asarray(det_classes).astype(np.int64)[:n],
+    )
+    keep = dets.scores > np.float32(conf)
+    if classes is not None:
+        keep &= np.isin(dets.classes, np.asarray(classes))
+    dets = dets.take(keep)
+    order = np.argsort(-dets.scores.astype(np.float64), kind="stable")
+    return dets.take(order[:max_det])
+
+
+def to_original(boxes, g: Geometry) -> np.ndarray:
+    """Input pixels -> original pixels: (v - pad) / scale per axis (YOLOv7 scale_coords with the
+    letterbox float pad and ratio; DAMO-YOLO stretch v * w0 / W), clipped to [0, w0] x [0, h0]."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    h0, w0 = g.original_size
+    if g.mode == "stretch":
+        in_h, in_w = g.resized_size
+        out = boxes * np.array([w0 / in_w, h0 / in_h, w0 / in_w, h0 / in_h])
+    else:
+        pad = np.array([g.pad[0], g.pad[1], g.pad[0], g.pad[1]])
+        gain = np.array([g.scale[0], g.scale[1], g.scale[0], g.scale[1]])
+        out = (boxes - pad) / gain
+    out[:, 0::2] = np.clip(out[:, 0::2], 0, w0)
+    out[:, 1::2] = np.clip(out[:, 1::2], 0, h0)
+    return out
+
+
+def mapped(dets: Dets, g: Geometry) -> Dets:
+    return Dets(to_original(dets.boxes, g), dets.scores, dets.classes)
+
+
+# --------------------------------------------------------------------------------------------
+# Workloads (shared with benchmarks/)
+# --------------------------------------------------------------------------------------------
+
+YOLOV7_ANCHORS = (
+    ((12, 16), (19, 36), (40, 28)),
+    ((36, 75), (76, 55), (72, 146)),
+    ((142, 110), (192, 243), (459, 401)),
+)
+YOLOV7_STRIDES = (8, 16, 32)
+DAMO_STRIDES = (8, 16, 32)
+
+
+def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """An (height, width, 3) uint8 BGR image of uniform noise (the worst case for resampling)."""
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def random_images(rng: np.random.Generator, shapes) -> list[np.ndarray]:
+    return [random_image(rng, h, w) for h, w in shapes]
+
+
+def clustered_boxes(
+    rng: np.random.Generator,
+    n: int,
+    clusters: int,
+    *,
+    num_classes: int = 80,
+    extent: float = 640.0,
+    jitter: float = 0.08,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n boxes around `clusters` objects (each box jittered by ~`jitter` of the object's size),
+    with random scores and classes (mostly the object's class): what NMS sees from a detector.
+    Returns float32 boxes (n, 4), float32 scores (n,), int32 classes (n,)."""
+    clusters = max(int(clusters), 1)
+    centre = rng.uniform(0, extent, size=(clusters, 2))
+    size = rng.uniform(0.03 * extent, 0.4 * extent, size=(clusters, 2))
+    cls = rng.integers(0, num_classes, size=clusters)
+    which = rng.integers(0, clusters, size=n)
+    c = centre[which] + rng.normal(0, jitter, size=(n, 2)) * size[which]
+    wh = size[which] * np.exp(rng.normal(0, jitter, size=(n, 2)))
+    boxes = np.concatenate([c - wh / 2, c + wh / 2], axis=1).astype(np.float32)
+    scores = rng.uniform(0.001, 1.0, size=n).astype(np.float32)
+    classes = np.where(
+        rng.uniform(size=n) < 0.8, cls[which], rng.integers(0, num_classes, size=n)
+    ).astype(np.int32)
+    return boxes, scores, classes
+
+
+def _grid_rows(size: int, strides, anchors_per_level: int):
+    """(level, anchor, gy, gx, stride) of every row, ordered level, anchor, y, x."""
+    parts = []
+    for level, stride in enumerate(strides):
+        n = size // stride
+        a, gy, gx = np.meshgrid(
+            np.arange(anchors_per_level), np.arange(n), np.arange(n), indexing="ij"
+        )
+        parts.append(
+            np.stack(
+                [np.full(a.size, level), a.ravel(), gy.ravel(), gx.ravel(),
+                 np.full(a.size, stride)], axis=1,
+            )  # fmt: skip
+        )
+    return np.concatenate(parts, axis=0)
+
+
+def _yolov7_probabilities(rng, rows, num_classes: int, objects: int, size: int):
+    """Objectness and class probabilities of a trained-looking YOLOv7 output (one image): a
+    low-confidence background, plus `objects` objects, each lighting up a few nearby rows with
+    a dominant class. Returns obj (N,), cls (N, C), and the xywh of each row."""
+    n = rows.shape[0]
+    level, anchor, gy, gx, stride = (rows[:, k] for k in range(5))
+    obj_logit = rng.normal(-5.5, 1.3, size=n)
+    cls_logit = rng.normal(-4.0, 1.4, size=(n, num_classes))
+    anchor_wh = np.asarray(YOLOV7_ANCHORS, dtype=np.float64)[level, anchor]
+    cx = (gx + rng.uniform(-0.5, 1.5, size=n)) * stride
+    cy = (gy + rng.uniform(-0.5, 1.5, size=n)) * stride
+    wh = anchor_wh * (2 * rng.uniform(0.25, 0.9, size=(n, 2))) ** 2
+    for _ in range(objects):
+        ox, oy = rng.uniform(0, size, size=2)
+        ow, oh = rng.uniform(0.05, 0.6, size=2) * size
+        k = int(rng.integers(0, num_classes))
+        lvl = int(np.clip(np.log2(max(ow, oh) / 64) + 1, 0, len(YOLOV7_STRIDES) - 1))
+        near = np.flatnonzero(
+            (level == lvl)
+            & (np.abs((gx + 0.5) * stride - ox) <= 1.5 * stride)
+            & (np.abs((gy + 0.5) * stride - oy) <= 1.5 * stride)
+        )
+        obj_logit[near] = rng.normal(-1.5, 1.5, size=near.size)
+        cls_logit[near, k] = rng.normal(1.5, 1.0, size=near.size)
+        cx[near] = ox + rng.normal(0, 0.05, size=near.size) * ow
+        cy[near] = oy + rng.normal(0, 0.05, size=near.size) * oh
+        wh[near] = np.array([ow, oh]) * np.exp(rng.normal(0, 0.1, size=(near.size, 2)))
+    return obj_logit, cls_logit, np.stack([cx, cy, wh[:, 0], wh[:, 1]], axis=1)
+
+
+def yolov7_output(
+    rng: np.random.Generator, batch: int = 1, *, size: int = 640, num_classes: int = 80,
+    objects: int = 8,
+) -> np.ndarray:  # fmt: skip
+    """A realistic YOLOv7 --grid output [B, 25200, 5 + C] for a 640 input: cx, cy, w, h in input
+    pixels, objectness and class probabilities. A few dozen rows pass conf 0.25 (single-label)
+    and ~150k-200k (box, class) pairs pass conf 0.001 (multi-label) per image."""
+    rows = _grid_rows(size, YOLOV7_STRIDES, 3)
+    out = np.empty((batch, rows.shape[0], 5 + num_classes), dtype=np.float32)
+    for b in range(batch):
+        obj_logit, cls_logit, xywh = _yolov7_probabilities(rng, rows, num_classes, objects, size)
+        out[b, :, :4] = xywh
+        out[b, :, 4] = sigmoid(obj_logit)
+        out[b, :, 5:] = sigmoid(cls_logit)
+    return out
+
+
+def yolov7_raw_output(
+    rng: np.random.Generator, batch: int = 1, *, size: int = 640, num_classes: int = 80,
+    objects: int = 8,
+) -> list[np.ndarray]:  # fmt: skip
+    """Raw YOLOv7 logit maps (export without --grid), one [B, 3, ny, nx, 5 + C] per level, P3
+    first, with the score statistics of yolov7_output."""
+    rows = _grid_rows(size, YOLOV7_STRIDES, 3)
+    flat = np.empty((batch, rows.shape[0], 5 + num_classes), dtype=np.float32)
+    for b in range(batch):
+        obj_logit, cls_logit, _ = _yolov7_probabilities(rng, rows, num_classes, objects, size)
+        flat[b, :, :4] = rng.normal(0.0, 1.0, size=(rows.shape[0], 4))
+        flat[b, :, 4] = obj_logit
+        flat[b, :, 5:] = cls_logit
+    levels, start = [], 0
+    for stride in YOLOV7_STRIDES:
+        n = size // stride
+        count = 3 * n * n
+        levels.append(flat[:, start : start + count].reshape(batch, 3, n, n, 5 + num_classes))
+        start += count
+    return levels
+
+
+def damo_output(
+    rng: np.random.Generator, batch: int = 1, *, size: int = 640, num_classes: int = 80,
+    objects: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A realistic DAMO-YOLO output: scores [B, N, C] (sigmoid, no objectness) and boxes
+    [B, N, 4] x1, y1, x2, y2 in input pixels (not clipped), N = 8400 at 640. Prior points are
+    (col * stride, row * stride); boxes are distances l, t, r, b from them."""
+    priors = []
+    for stride in DAMO_STRIDES:
+        n = size // stride
+        gy, gx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        priors.append(np.stack([gx.ravel() * stride, gy.ravel() * stride,
+                                np.full(n * n, stride)], axis=1))  # fmt: skip
+    prior = np.concatenate(priors, axis=0).astype(np.float64)
+    n = prior.shape[0]
+    scores = np.empty((batch, n, num_classes), dtype=np.float32)
+    boxes = np.empty((batch, n, 4), dtype=np.float32)
+    for b in range(batch):
+        logit = rng.normal(-5.5, 1.0, size=(n, num_classes))
+        dist = prior[:, 2:3] * rng.uniform(0.5, 6.0, size=(n, 4))
+        box = np.concatenate([prior[:, :2] - dist[:, :2], prior[:, :2] + dist[:, 2:]], axis=1)
+        for _ in range(objects):
+            ox, oy = rng.uniform(0, size, size=2)
+            ow, oh = rng.uniform(0.05, 0.6, size=2) * size
+            k = int(rng.integers(0, num_classes))
+            near = np.flatnonzero(
+                (np.abs(prior[:, 0] - ox) <= 0.5 * ow) & (np.abs(prior[:, 1] - oy) <= 0.5 * oh)
+                & (prior[:, 2] >= 16)
+            )  # fmt: skip
+            logit[near, k] = rng.normal(0.0, 1.5, size=near.size)
+            c = np.array([ox, oy]) + rng.normal(0, 0.05, size=(near.size, 2)) * [ow, oh]
+            wh = np.array([ow, oh]) * np.exp(rng.normal(0, 0.1, size=(near.size, 2)))
+            box[near] = np.concatenate([c - wh / 2, c + wh / 2], axis=1)
+        scores[b] = sigmoid(logit)
+        boxes[b] = box
+    return scores, boxes
+
+
+def end2end_output(
+    rng: np.random.Generator, batch: int = 1, *, k: int = 100, size: int = 640,
+    num_classes: int = 80,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """An EfficientNMS-style output: num_dets [B, 1] int32, det_boxes [B, K, 4] xyxy,
+    det_scores [B, K] (descending below num_dets, zeros after), det_classes [B, K] int32."""
+    num_dets = rng.integers(0, k + 1, size=(batch, 1)).astype(np.int32)
+    centre = rng.uniform(0, size, size=(batch, k, 2))
+    wh = rng.uniform(4, size / 2, size=(batch, k, 2))
+    det_boxes = np.concatenate([centre - wh / 2, centre + wh / 2], axis=2).astype(np.float32)
+    det_scores = -np.sort(-rng.uniform(0.2, 1.0, size=(batch, k)), axis=1)
+    det_scores = det_scores.astype(np.float32)
+    det_classes = rng.integers(0, num_classes, size=(batch, k)).astype(np.int32)
+    for b in range(batch):
+        n = int(num_dets[b, 0])
+        det_boxes[b, n:] = 0
+        det_scores[b, n:] = 0
+        det_classes[b, n:] = 0
+    return num_dets, det_boxes, det_scores, det_classes
