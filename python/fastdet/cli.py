@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import platform
 import sys
 
@@ -29,6 +30,45 @@ def _bench(_: argparse.Namespace) -> int:
     return 2
 
 
+def _zoo(_: argparse.Namespace) -> int:
+    from fastdet.zoo import MODELS
+    from fastdet.zoo.build import family_module
+    from fastdet.zoo.flops import count_flops, count_params, meta_model
+
+    header = (
+        f"{'model':<18}{'input':>6}{'params M':>10}{'published':>10}{'GFLOPs':>9}"
+        f"{'published':>10}{'mAP':>6}{'ms':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for info in MODELS.values():
+        model = meta_model(partial(family_module(info).build_model, info))
+        params = count_params(model) / 1e6
+        flops = count_flops(model, (info.input_size, info.input_size))
+        mean_ap = "-" if info.published_map is None else f"{info.published_map:.1f}"
+        ms = "-" if info.published_latency_ms is None else f"{info.published_latency_ms:.2f}"
+        print(
+            f"{info.name:<18}{info.input_size:>6}{params:>10.2f}{info.published_params_m:>10.2f}"
+            f"{flops:>9.1f}{info.published_gflops:>10.1f}{mean_ap:>6}{ms:>7}"
+        )
+    print("\nparams/GFLOPs: fastdet's deploy-form modules at the input size (2 x multiply-adds);")
+    print(
+        "published: the official READMEs. ms: YOLOv7 V100 PyTorch batch 1, DAMO-YOLO T4 TRT fp16."
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fastdet.zoo import export
+
+    path = export(
+        args.name, args.output, weights=args.weights, imgsz=args.imgsz, batch=args.batch,
+        dynamic_batch=args.dynamic_batch, half=args.half, opset=args.opset,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastdet", description="Run and time YOLOv7 and DAMO-YOLO detectors."
@@ -39,8 +79,26 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "bench", help="the comparison table (mAP, CPU/GPU ms, params, FLOPs) for every model"
     ).set_defaults(run=_bench)
+    commands.add_parser(
+        "zoo", help="every variant with its parameters and FLOPs beside the published figures"
+    ).set_defaults(run=_zoo)
+    export = commands.add_parser("export", help="export a zoo variant to ONNX")
+    export.add_argument("name", help="a zoo variant, e.g. yolov7-tiny (see `fastdet zoo`)")
+    export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    export.add_argument("--weights", help="an official checkpoint (.pt / .pth); default: random")
+    export.add_argument("--imgsz", type=int, help="input side (default: the variant's)")
+    batch = export.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=1, help="static batch size")
+    batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension")
+    export.add_argument("--half", action="store_true", help="fp16 weights and I/O")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: the official export's)")
+    export.set_defaults(run=_export)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except (ValueError, TypeError, ImportError, OSError) as error:
+        print(f"fastdet {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

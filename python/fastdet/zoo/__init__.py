@@ -11,12 +11,16 @@ Each family module (yolov7.py, damo.py) describes its variants as data and has o
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 from fastdet.zoo.info import MODELS, ModelInfo, info, names
 
 __all__ = ["MODELS", "ModelInfo", "build", "export", "info", "names"]
 
 
-def build(name: str, weights: str | None = None, *, seed: int = 0):  # type: ignore[no-untyped-def]
+def build(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0) -> Any:
     """The deploy-form torch module of a variant, in eval mode.
 
     Without weights it has seeded random weights (the same for the same name and seed): good for
@@ -27,7 +31,7 @@ def build(name: str, weights: str | None = None, *, seed: int = 0):  # type: ign
     return build_module(info(name), weights, seed)
 
 
-def export(name: str, path, **kwargs):  # type: ignore[no-untyped-def]
+def export(name: str, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Exports a variant to ONNX; see fastdet.zoo.export.export_onnx for the options."""
     from fastdet.zoo.export import export_onnx
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -13,10 +15,19 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def count_flops(model: torch.nn.Module, input_size: tuple[int, int]) -> float:
-    """GFLOPs (2 x multiply-adds of convolutions and matrix products) for one image."""
+    """GFLOPs (2 x multiply-adds of convolutions and matrix products) for one image.
+
+    A model built on the meta device is counted without computing anything.
+    """
     parameter = next(model.parameters())
     image = torch.zeros(1, 3, *input_size, dtype=parameter.dtype, device=parameter.device)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(image)
     return counter.get_total_flops() / 1e9
+
+
+def meta_model(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """Builds a model on the meta device: shapes only, no memory, no initialisation cost."""
+    with torch.device("meta"):
+        return build()
