@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from functools import partial
 import platform
 import sys
+from functools import partial
 
 import numpy as np
 

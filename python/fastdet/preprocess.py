@@ -22,8 +22,7 @@ _FUNCTION = "preprocess"
 OUTPUT_DTYPES = ("float32", "float16")
 # The official pad value of each mode: YOLOv7 pads 114, DAMO-YOLO's legacy path pads 0.
 _OUTPUT_DTYPES: dict[object, np.dtype] = {
-    key: np.dtype(key)
-    for key in (*OUTPUT_DTYPES, np.float32, np.float16)
+    key: np.dtype(key) for key in (*OUTPUT_DTYPES, np.float32, np.float16)
 }
 DEFAULT_PAD_VALUE = {"letterbox": 114.0, "stretch": 0.0, "topleft": 0.0}
 

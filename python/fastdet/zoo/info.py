@@ -87,7 +87,9 @@ class ModelInfo:
         return sum(per_cell * (self.input_size // s) ** 2 for s in self.strides)
 
 
-def _yolov7(name: str, size: int, params: int, gflops: float, pub: tuple, anchors, **kw) -> ModelInfo:
+def _yolov7(
+    name: str, size: int, params: int, gflops: float, pub: tuple, anchors, **kw
+) -> ModelInfo:
     pub_params, pub_gflops, pub_map, pub_ms = pub
     strides = (8, 16, 32) if len(anchors) == 3 else (8, 16, 32, 64)
     return ModelInfo(
