@@ -165,7 +165,14 @@ py::array_t<float> boxes_to_original(const py::handle& boxes_arg, const py::hand
 void register_postprocess(py::module_& m) {
   py::class_<PostprocessOptions>(m, "PostprocessOptions")
       .def(py::init(&make_options), py::arg("conf"), py::arg("iou"), py::arg("multi_label"),
-           py::arg("max_det"), py::arg("max_candidates"), py::arg("classes"), py::arg("agnostic"));
+           py::arg("max_det"), py::arg("max_candidates"), py::arg("classes"), py::arg("agnostic"))
+      .def_readonly("conf", &PostprocessOptions::conf)
+      .def_readonly("iou", &PostprocessOptions::iou)
+      .def_readonly("multi_label", &PostprocessOptions::multi_label)
+      .def_readonly("max_det", &PostprocessOptions::max_det)
+      .def_readonly("max_candidates", &PostprocessOptions::max_candidates)
+      .def_readonly("classes", &PostprocessOptions::classes)
+      .def_readonly("agnostic", &PostprocessOptions::agnostic);
   m.def("postprocess_yolov7", &postprocess_yolov7, py::arg("output"), py::arg("transforms"),
         py::arg("options"));
   m.def("postprocess_yolov7_raw", &postprocess_yolov7_raw, py::arg("levels"), py::arg("strides"),

@@ -41,6 +41,13 @@ class PostprocessOptions:
         classes: Sequence[int],
         agnostic: bool,
     ) -> None: ...
+    conf: float
+    iou: float
+    multi_label: bool
+    max_det: int
+    max_candidates: int
+    classes: list[int]
+    agnostic: bool
 
 DetectionArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 

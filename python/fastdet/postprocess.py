@@ -49,6 +49,7 @@ FORMATS: dict[str, OutputFormat] = {
         OutputFormat(
             "end2end", ("num_dets", "det_boxes", "det_scores", "det_classes"), False, None, None
         ),
+        OutputFormat("max-wh", ("output",), False, None, None),
     )
 }
 
@@ -156,9 +157,14 @@ def postprocess(
 
     def options(num_classes: int | None, max_rows: int) -> _core.PostprocessOptions:
         return _core.PostprocessOptions(
-            conf, iou, multi, max_rows if keep is None else keep, -1 if cap is None else cap,
-            _class_list(classes, num_classes), bool(agnostic),
-        )  # fmt: skip
+            conf,
+            iou,
+            multi,
+            max_rows if keep is None else keep,
+            -1 if cap is None else cap,
+            _class_list(classes, num_classes),
+            bool(agnostic),
+        )
 
     run = _RUNNERS[format]
     return [Detections(*lists) for lists in run(arrays, transforms, rows, options, anchors)]
@@ -247,11 +253,44 @@ def _run_end2end(
     )
 
 
+def _run_max_wh(
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> list[_core.DetectionArrays]:
+    """YOLOv7 --max-wh export (onnxruntime NMS in the graph): [M, 7] rows of
+    batch index, x1, y1, x2, y2, class, score."""
+    _expect_count(arrays, 1)
+    table = float32_array(_FUNCTION, "outputs[0]", arrays[0])
+    if table.ndim != 2 or table.shape[1] != 7:
+        fail(
+            _FUNCTION,
+            "outputs[0]",
+            arrays[0],
+            "an [M, 7] array (batch, x1, y1, x2, y2, class, score)",
+        )
+    settings = options(None, table.shape[0])
+    lists = []
+    for image in range(len(transforms)):
+        mine = table[table[:, 0] == image]
+        keep = mine[:, 6] > settings.conf
+        if settings.classes:
+            keep &= np.isin(mine[:, 5], settings.classes)
+        mine = mine[keep]
+        mine = mine[np.argsort(-mine[:, 6], kind="stable")][: settings.max_det]
+        boxes = _core.boxes_to_original(np.ascontiguousarray(mine[:, 1:5]), rows[image : image + 1])
+        lists.append((boxes, np.ascontiguousarray(mine[:, 6]), mine[:, 5].astype(np.int32)))
+    return lists
+
+
 _RUNNERS = {
     "yolov7": _run_yolov7,
     "yolov7-raw": _run_yolov7_raw,
     "damo": _run_damo,
     "end2end": _run_end2end,
+    "max-wh": _run_max_wh,
 }
 
 

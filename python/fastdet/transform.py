@@ -88,9 +88,14 @@ def make_transform(
     (new_h, new_w), r = resized_size(height, width, size, mode, scaleup)
     if mode == "stretch":
         return Transform(
-            mode, (height, width), canvas, (new_h, new_w), (0, 0),
-            (new_w / width, new_h / height), (0.0, 0.0),
-        )  # fmt: skip
+            mode,
+            (height, width),
+            canvas,
+            (new_h, new_w),
+            (0, 0),
+            (new_w / width, new_h / height),
+            (0.0, 0.0),
+        )
     if mode == "topleft":
         return Transform(mode, (height, width), canvas, (new_h, new_w), (0, 0), (r, r), (0.0, 0.0))
     # YOLOv7 letterbox: centred, the odd pixel of padding to the bottom/right.

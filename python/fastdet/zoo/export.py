@@ -34,8 +34,13 @@ def _input_size(model_info: ModelInfo, imgsz: Any) -> tuple[int, int]:
     return int(sides[0]), int(sides[1])
 
 
-def metadata_for(model_info: ModelInfo, size: tuple[int, int], batch: int | None, half: bool,
-                 random_weights: bool) -> ModelMetadata:  # fmt: skip
+def metadata_for(
+    model_info: ModelInfo,
+    size: tuple[int, int],
+    batch: int | None,
+    half: bool,
+    random_weights: bool,
+) -> ModelMetadata:
     return ModelMetadata(
         model=model_info.name,
         family=model_info.family,
@@ -97,10 +102,15 @@ def export_onnx(
     try:
         with torch.no_grad():
             torch.onnx.export(
-                model, (example,), temporary, input_names=["images"],
-                output_names=list(output_names), dynamic_axes=dynamic_axes,
-                opset_version=opset or DEFAULT_OPSET[model_info.family], dynamo=False,
-            )  # fmt: skip
+                model,
+                (example,),
+                temporary,
+                input_names=["images"],
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                opset_version=opset or DEFAULT_OPSET[model_info.family],
+                dynamo=False,
+            )
         proto = onnx.load(temporary)
         metadata = metadata_for(
             model_info, size, None if dynamic_batch else batch, half, weights is None

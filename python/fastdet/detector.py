@@ -1,0 +1,412 @@
+"""Detector: a model and images in, the official detections out, with per-stage timings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import fastdet
+from fastdet._checks import check_choice, check_integer, check_real, fail
+from fastdet.detections import Detections
+from fastdet.engines.base import Engine
+from fastdet.model_spec import ModelSpec, infer_spec, spec_from_metadata
+from fastdet.postprocess import postprocess
+from fastdet.preprocess import preprocess
+from fastdet.profiling import StageStats, StageTimer
+
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# detect.py / demo defaults per family (model-facts section 4).
+_FAMILY_THRESHOLDS = {
+    "yolov7": {"conf": 0.25, "iou": 0.45, "max_det": 300, "multi_label": False},
+    "damo": {"conf": 0.05, "iou": 0.7, "max_det": 500, "multi_label": True},
+}
+
+
+def cache_dir() -> Path:
+    """fastdet's cache: $FASTDET_CACHE, else $XDG_CACHE_HOME/fastdet, else ~/.cache/fastdet."""
+    if os.environ.get("FASTDET_CACHE"):
+        return Path(os.environ["FASTDET_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fastdet"
+
+
+def _resolve_device(device: str, backend: str) -> str:
+    if device != "auto":
+        return device
+    if fastdet.cuda_is_available():
+        return "cuda"
+    if backend == "torch":
+        try:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            return "cpu"
+    return "cpu"
+
+
+def _tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool) -> Path:
+    """The zoo variant exported once to ONNX under the cache folder, keyed by what shapes it."""
+    from fastdet.zoo import export
+
+    tag = "random"
+    if weights is not None:
+        tag = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    size = "default" if imgsz is None else str(imgsz)
+    batch_tag = "dyn" if batch is None else f"b{batch}"
+    path = (
+        cache_dir() / "onnx" / f"{name}-{tag}-{size}-{batch_tag}-{'fp16' if half else 'fp32'}.onnx"
+    )
+    if not path.exists():
+        export(
+            name,
+            path,
+            weights=weights,
+            imgsz=imgsz,
+            batch=batch or 1,
+            dynamic_batch=batch is None,
+            half=half,
+        )
+    return path
+
+
+class Detector:
+    """Runs a YOLOv7 or DAMO-YOLO model on images and returns the official detections.
+
+    model: an .onnx file, a TensorRT engine (.engine / .plan), a zoo name (see `fastdet zoo`,
+    with `weights=` an official checkpoint, else seeded random weights) or a torch module
+    returning an official output format. The family, preprocessing and output format come from
+    fastdet's metadata, else from the official exports' input/output names and shapes; pass
+    `family=`, `format=`, `imgsz=` (and `anchors=` for raw YOLOv7 outputs) when neither works.
+
+    Thresholds default to each family's detect settings and can change per call.
+
+    Threads: one Detector may be called from several threads at once. Each thread gets its own
+    engine clone (execution context, stream and buffers) sharing the loaded weights; the GIL is
+    released inside the kernels and the engine call.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        device: str = "auto",
+        backend: str = "auto",
+        precision: str | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: Sequence[int] | None = None,
+        agnostic: bool = False,
+        batch: int | None = None,
+        threads: int | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        family: str | None = None,
+        format: str | None = None,
+        imgsz: int | tuple[int, int] | None = None,
+        anchors: Any = None,
+    ) -> None:
+        check_choice("Detector", "device", device, DEVICES)
+        check_choice("Detector", "backend", backend, BACKENDS)
+        if precision is not None:
+            check_choice("Detector", "precision", precision, PRECISIONS)
+        if batch is not None:
+            batch = check_integer("Detector", "batch", batch, 1, 4096)
+        if threads is not None:
+            threads = check_integer("Detector", "threads", threads, 1, 1024)
+            fastdet.set_num_threads(threads)
+        self.device = _resolve_device(device, backend)
+        if self.device == "cuda" and not fastdet.cuda_is_available() and backend != "torch":
+            raise RuntimeError(
+                "Detector: device='cuda' needs fastdet built with CUDA and a visible GPU "
+                f"(fastdet.WITH_CUDA={fastdet.WITH_CUDA}, no GPU visible)"
+            )
+        self.precision = precision or ("fp16" if self.device == "cuda" else "fp32")
+        engine, spec = self._load(
+            model, backend, batch, threads, weights, family, format, imgsz, anchors
+        )
+        self.engine: Engine = engine
+        self.spec: ModelSpec = spec
+        self._local = threading.local()
+        self._local.engine = engine
+        self._timer = StageTimer()
+        defaults = dict(_FAMILY_THRESHOLDS[spec.family])
+        self.conf = check_real("Detector", "conf", defaults["conf"] if conf is None else conf, 0, 1)
+        self.iou = check_real("Detector", "iou", defaults["iou"] if iou is None else iou, 0, 1)
+        self.max_det = (
+            int(defaults["max_det"])
+            if max_det is None
+            else check_integer("Detector", "max_det", max_det, 0)
+        )
+        self.multi_label = bool(defaults["multi_label"])
+        self.classes = classes
+        self.agnostic = bool(agnostic)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(
+        self,
+        model: Any,
+        backend: str,
+        batch: int | None,
+        threads: int | None,
+        weights: Any,
+        family: str | None,
+        format: str | None,
+        imgsz: Any,
+        anchors: Any,
+    ) -> tuple[Engine, ModelSpec]:
+        from fastdet.zoo.info import MODELS
+
+        if isinstance(model, (str, os.PathLike)) and str(model) in MODELS:
+            return self._load_zoo(str(model), backend, batch, threads, weights, imgsz)
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            suffix = path.suffix.lower()
+            if suffix in (".engine", ".plan"):
+                if backend not in ("auto", "tensorrt"):
+                    fail(
+                        "Detector", "backend", backend, "'tensorrt' (or 'auto') for an engine file"
+                    )
+                engine = self._tensorrt_engine(path)
+            elif suffix == ".onnx":
+                use_trt = backend == "tensorrt" or (
+                    backend == "auto" and self.device == "cuda" and _tensorrt_importable()
+                )
+                if use_trt:
+                    from fastdet.engines.tensorrt_build import load_or_build
+
+                    precision = "fp16" if self.precision == "fp16" else self.precision
+                    engine = load_or_build(path, precision=precision, batch=batch or 1)
+                elif backend in ("auto", "onnxruntime"):
+                    from fastdet.engines.onnxruntime import OnnxRuntimeEngine
+
+                    engine = OnnxRuntimeEngine(path, device=self.device, threads=threads)
+                else:
+                    fail("Detector", "backend", backend, "'onnxruntime' or 'tensorrt' for .onnx")
+            else:
+                known = ", ".join(MODELS)
+                fail(
+                    "Detector",
+                    "model",
+                    str(model),
+                    f"an .onnx, .engine or .plan file, a torch module, or a zoo name ({known})",
+                )
+            return engine, infer_spec(
+                engine, family=family, format=format, anchors=anchors, imgsz=imgsz
+            )
+        return self._load_module(model, batch, family, format, imgsz, anchors)
+
+    def _tensorrt_engine(self, path: Path) -> Engine:
+        from fastdet.engines.tensorrt import TensorRTEngine
+
+        return TensorRTEngine(path)
+
+    def _load_zoo(
+        self,
+        name: str,
+        backend: str,
+        batch: int | None,
+        threads: int | None,
+        weights: Any,
+        imgsz: Any,
+    ) -> tuple[Engine, ModelSpec]:
+        from fastdet.zoo import build
+        from fastdet.zoo.export import OUTPUT_NAMES, metadata_for
+        from fastdet.zoo.info import info
+
+        model_info = info(name)
+        if backend == "torch":
+            from fastdet.engines.torch import TorchEngine
+
+            size = model_info.input_size if imgsz is None else imgsz
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            metadata = metadata_for(
+                model_info, size, batch, self.precision == "fp16", weights is None
+            )
+            engine = TorchEngine(
+                build(name, weights),
+                input_size=size,
+                output_names=OUTPUT_NAMES[model_info.family],
+                device=self.device,
+                precision=self.precision,
+                batch=batch,
+                metadata=metadata,
+            )
+            return engine, spec_from_metadata(metadata)
+        onnx_path = _zoo_onnx(name, weights, imgsz, batch, half=False)
+        return self._load(onnx_path, backend, batch, threads, None, None, None, None, None)
+
+    def _load_module(
+        self,
+        module: Any,
+        batch: int | None,
+        family: str | None,
+        format: str | None,
+        imgsz: Any,
+        anchors: Any,
+    ) -> tuple[Engine, ModelSpec]:
+        from fastdet.engines.torch import TorchEngine
+
+        if family is None or format is None or imgsz is None:
+            fail(
+                "Detector",
+                "model",
+                module,
+                "a zoo name or file; a torch module needs family=, format= and imgsz=",
+            )
+        size = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+        names = ("output",) if family == "yolov7" else ("scores", "boxes")
+        engine = TorchEngine(
+            module,
+            input_size=size,
+            output_names=names,
+            device=self.device,
+            precision=self.precision,
+            batch=batch,
+        )
+        return engine, infer_spec(engine, family=family, format=format, anchors=anchors, imgsz=size)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _thread_engine(self) -> Engine:
+        engine = getattr(self._local, "engine", None)
+        if engine is None:
+            engine = self._local.engine = self.engine.clone()
+        return engine
+
+    def _read_images(self, images: Any) -> tuple[list[np.ndarray], bool]:
+        single = isinstance(images, (str, os.PathLike)) or (
+            isinstance(images, np.ndarray) and images.ndim == 3
+        )
+        items = [images] if single else images
+        if isinstance(items, np.ndarray) and items.ndim == 4:
+            items = list(items)
+        if not isinstance(items, (list, tuple)) or not items:
+            fail(
+                "Detector",
+                "images",
+                images,
+                "an HxWx3 uint8 BGR array, a file path, or a non-empty list of them",
+                TypeError,
+            )
+        arrays = []
+        for i, item in enumerate(items):
+            if isinstance(item, (str, os.PathLike)):
+                item = _read_image_file(item, f"images[{i}]")
+            arrays.append(item)
+        return arrays, single
+
+    def __call__(
+        self,
+        images: Any,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> Detections | list[Detections]:
+        """Detections for one image (an array or a path) or a list of them (mixed sizes)."""
+        start = time.perf_counter()
+        arrays, single = self._read_images(images)
+        engine = self._thread_engine()
+        step = engine.max_batch or len(arrays)
+        results: list[Detections] = []
+        for first in range(0, len(arrays), step):
+            results.extend(
+                self._run_batch(engine, arrays[first : first + step], conf, iou, max_det, classes)
+            )
+        self._timer.record("total", time.perf_counter() - start)
+        return results[0] if single else results
+
+    def _run_batch(
+        self,
+        engine: Engine,
+        chunk: list[np.ndarray],
+        conf: Any,
+        iou: Any,
+        max_det: Any,
+        classes: Any,
+    ) -> list[Detections]:
+        spec = self.spec
+        rows = engine.max_batch or len(chunk)
+        t0 = time.perf_counter()
+        buffer = np.zeros((rows, 3, *spec.input_size), dtype=engine.input.dtype)
+        _, transforms = preprocess(
+            chunk,
+            spec.input_size,
+            dtype=engine.input.dtype,
+            out=buffer[: len(chunk)],
+            **spec.preprocessing,
+        )
+        t1 = time.perf_counter()
+        outputs = engine.infer(buffer)
+        t2 = time.perf_counter()
+        if rows != len(chunk) and spec.format != "max-wh":
+            outputs = [out[: len(chunk)] for out in outputs]
+        detections = postprocess(
+            outputs,
+            spec.format,
+            transforms,
+            conf=self.conf if conf is None else conf,
+            iou=self.iou if iou is None else iou,
+            multi_label=self.multi_label,
+            max_det=self.max_det if max_det is None else max_det,
+            classes=self.classes if classes is None else classes,
+            agnostic=self.agnostic,
+            anchors=spec.anchors,
+        )
+        t3 = time.perf_counter()
+        self._timer.record("preprocess", t1 - t0)
+        self._timer.record("inference", t2 - t1)
+        self._timer.record("postprocess", t3 - t2)
+        for d in detections:
+            d.names = spec.class_names
+        return detections
+
+    def profile(self, reset: bool = False) -> dict[str, StageStats]:
+        """Per-stage timings so far (ms): count, mean, p50, p90, p99."""
+        summary = self._timer.summary()
+        if reset:
+            self._timer.reset()
+        return summary
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector({self.spec.family}, format={self.spec.format}, "
+            f"backend={self.engine.backend}, device={self.device}, "
+            f"input={self.spec.input_size})"
+        )
+
+
+def _read_image_file(path: str | os.PathLike[str], name: str) -> np.ndarray:
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError(
+            "reading image files needs OpenCV: pip install opencv-python-headless"
+        ) from None
+    if not Path(path).is_file():
+        fail("Detector", name, str(path), "an existing image file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        fail("Detector", name, str(path), "a readable image file (OpenCV could not decode it)")
+    return image

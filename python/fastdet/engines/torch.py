@@ -1,0 +1,88 @@
+"""PyTorch backend: a zoo module (or any module with an official output format) on the CPU or a
+CUDA GPU; fp16 on the GPU; CUDA graphs when the input shape is static."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastdet.engines.base import Engine, TensorSpec
+from fastdet.metadata import ModelMetadata
+
+
+def require_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("the torch backend needs torch: pip install 'fastdet[zoo]'") from None
+    return torch
+
+
+class TorchEngine(Engine):
+    """A torch.nn.Module whose forward(images) returns the official export outputs."""
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        module: Any,
+        *,
+        input_size: tuple[int, int],
+        output_names: tuple[str, ...],
+        device: str = "cpu",
+        precision: str = "fp32",
+        batch: int | None = None,
+        metadata: ModelMetadata | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
+        torch = require_torch()
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"Detector: model must be a torch.nn.Module, got {type(module)}")
+        self._torch = torch
+        self.device = device
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.module = module.to(device=device, dtype=self._dtype).eval()
+        np_dtype = np.dtype(np.float16 if precision == "fp16" else np.float32)
+        self.input = TensorSpec("images", (batch, 3, *input_size), np_dtype)
+        self.outputs = tuple(TensorSpec(n, (batch, None, None), np_dtype) for n in output_names)
+        self.metadata = metadata
+        self._use_graphs = cuda_graphs and device == "cuda" and batch is not None
+        self._graph: Any = None
+
+    def _run(self, images: Any) -> list[Any]:
+        result = self.module(images)
+        return list(result) if isinstance(result, (tuple, list)) else [result]
+
+    def _capture(self, shape: tuple[int, ...]) -> None:
+        torch = self._torch
+        self._static_in = torch.zeros(shape, dtype=self._dtype, device=self.device)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(3):  # warm up kernels and allocator before capture
+                self._run(self._static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph), torch.inference_mode():
+            self._static_out = self._run(self._static_in)
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        torch = self._torch
+        images = torch.from_numpy(np.ascontiguousarray(batch))
+        if self._use_graphs:
+            if self._graph is None:
+                self._capture(tuple(images.shape))
+            self._static_in.copy_(images, non_blocking=False)
+            self._graph.replay()
+            return [out.cpu().numpy() for out in self._static_out]
+        with torch.inference_mode():
+            images = images.to(device=self.device, dtype=self._dtype)
+            outputs = self._run(images)
+        return [out.cpu().numpy() for out in outputs]
+
+    def clone(self) -> TorchEngine:
+        # Modules are read-only in inference; each clone gets its own CUDA graph and buffers.
+        twin = object.__new__(TorchEngine)
+        twin.__dict__.update(self.__dict__)
+        twin._graph = None
+        return twin
