@@ -69,6 +69,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _val(args: argparse.Namespace) -> int:
+    from fastdet.evaluate import val
+
+    val(
+        args.model,
+        args.data,
+        ann=args.ann,
+        save_json=args.save_json,
+        limit=args.limit,
+        weights=args.weights,
+        backend=args.backend,
+        device=args.device,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastdet", description="Run and time YOLOv7 and DAMO-YOLO detectors."
@@ -93,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--half", action="store_true", help="fp16 weights and I/O")
     export.add_argument("--opset", type=int, help="ONNX opset (default: the official export's)")
     export.set_defaults(run=_export)
+    validate = commands.add_parser("val", help="COCO mAP with the family's official settings")
+    validate.add_argument("--model", required=True, help="a zoo name, .onnx or engine file")
+    validate.add_argument("--data", required=True, help="COCO folder (val2017/ + annotations/)")
+    validate.add_argument("--ann", help="annotation JSON (default: DATA/annotations/...)")
+    validate.add_argument("--save-json", help="write the COCO predictions here")
+    validate.add_argument("--weights", help="official checkpoint for a zoo model")
+    validate.add_argument("--limit", type=int, help="evaluate only the first N images")
+    validate.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch")
+    validate.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    validate.set_defaults(run=_val)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

@@ -20,16 +20,11 @@ from fastdet.model_spec import ModelSpec, infer_spec, spec_from_metadata
 from fastdet.postprocess import postprocess
 from fastdet.preprocess import preprocess
 from fastdet.profiling import StageStats, StageTimer
+from fastdet.zoo.info import thresholds
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
-
-# detect.py / demo defaults per family (model-facts section 4).
-_FAMILY_THRESHOLDS = {
-    "yolov7": {"conf": 0.25, "iou": 0.45, "max_det": 300, "multi_label": False},
-    "damo": {"conf": 0.05, "iou": 0.7, "max_det": 500, "multi_label": True},
-}
 
 
 def cache_dir() -> Path:
@@ -148,15 +143,15 @@ class Detector:
         self._local = threading.local()
         self._local.engine = engine
         self._timer = StageTimer()
-        defaults = dict(_FAMILY_THRESHOLDS[spec.family])
-        self.conf = check_real("Detector", "conf", defaults["conf"] if conf is None else conf, 0, 1)
-        self.iou = check_real("Detector", "iou", defaults["iou"] if iou is None else iou, 0, 1)
+        defaults = thresholds(spec.family, spec.model)
+        self.conf = check_real("Detector", "conf", defaults.conf if conf is None else conf, 0, 1)
+        self.iou = check_real("Detector", "iou", defaults.iou if iou is None else iou, 0, 1)
         self.max_det = (
-            int(defaults["max_det"])
+            defaults.max_det
             if max_det is None
             else check_integer("Detector", "max_det", max_det, 0)
         )
-        self.multi_label = bool(defaults["multi_label"])
+        self.multi_label = defaults.multi_label
         self.classes = classes
         self.agnostic = bool(agnostic)
 
@@ -323,28 +318,41 @@ class Detector:
         iou: float | None = None,
         max_det: int | None = None,
         classes: Sequence[int] | None = None,
+        multi_label: bool | None = None,
     ) -> Detections | list[Detections]:
-        """Detections for one image (an array or a path) or a list of them (mixed sizes)."""
+        """Detections for one image (an array or a path) or a list of them (mixed sizes).
+
+        The keyword arguments override the Detector's thresholds for this call only.
+        """
+        overrides = {
+            "conf": conf,
+            "iou": iou,
+            "max_det": max_det,
+            "classes": classes,
+            "multi_label": multi_label,
+        }
         start = time.perf_counter()
         arrays, single = self._read_images(images)
         engine = self._thread_engine()
         step = engine.max_batch or len(arrays)
         results: list[Detections] = []
         for first in range(0, len(arrays), step):
-            results.extend(
-                self._run_batch(engine, arrays[first : first + step], conf, iou, max_det, classes)
-            )
+            results.extend(self._run_batch(engine, arrays[first : first + step], overrides))
         self._timer.record("total", time.perf_counter() - start)
         return results[0] if single else results
 
+    def _settings(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        own = {
+            "conf": self.conf,
+            "iou": self.iou,
+            "max_det": self.max_det,
+            "classes": self.classes,
+            "multi_label": self.multi_label,
+        }
+        return {k: own[k] if overrides.get(k) is None else overrides[k] for k in own}
+
     def _run_batch(
-        self,
-        engine: Engine,
-        chunk: list[np.ndarray],
-        conf: Any,
-        iou: Any,
-        max_det: Any,
-        classes: Any,
+        self, engine: Engine, chunk: list[np.ndarray], overrides: dict[str, Any]
     ) -> list[Detections]:
         spec = self.spec
         rows = engine.max_batch or len(chunk)
@@ -366,13 +374,9 @@ class Detector:
             outputs,
             spec.format,
             transforms,
-            conf=self.conf if conf is None else conf,
-            iou=self.iou if iou is None else iou,
-            multi_label=self.multi_label,
-            max_det=self.max_det if max_det is None else max_det,
-            classes=self.classes if classes is None else classes,
             agnostic=self.agnostic,
             anchors=spec.anchors,
+            **self._settings(overrides),
         )
         t3 = time.perf_counter()
         self._timer.record("preprocess", t1 - t0)

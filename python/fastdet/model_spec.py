@@ -28,6 +28,7 @@ class ModelSpec:
     class_names: tuple[str, ...]
     anchors: tuple[tuple[float, ...], ...] | None
     source: str  # where the facts came from, for error messages and `fastdet info`
+    model: str | None = None  # the zoo name, when the metadata gives one
 
 
 def spec_from_metadata(metadata: ModelMetadata) -> ModelSpec:
@@ -39,6 +40,7 @@ def spec_from_metadata(metadata: ModelMetadata) -> ModelSpec:
         metadata.class_names,
         metadata.anchors,
         f"fastdet metadata ({metadata.model})",
+        metadata.model,
     )
 
 

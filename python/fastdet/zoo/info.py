@@ -51,6 +51,12 @@ class Thresholds:
     max_det: int
 
 
+YOLOV7_DETECT = Thresholds(0.25, 0.45, False, 300)  # detect.py
+YOLOV7_EVALUATE = Thresholds(0.001, 0.65, True, 300)  # test.py, the published mAP
+DAMO_THRESHOLDS = Thresholds(0.05, 0.7, True, 500)  # T/S/M/L, demo and evaluation alike
+DAMO_NANO_THRESHOLDS = Thresholds(0.03, 0.65, True, 500)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """One variant: architecture facts, published figures and the official settings."""
@@ -69,8 +75,8 @@ class ModelInfo:
     reg_max: int | None = None
     num_classes: int = 80
     notes: str = ""
-    detect: Thresholds = field(default=Thresholds(0.25, 0.45, False, 300))
-    evaluate: Thresholds = field(default=Thresholds(0.001, 0.65, True, 300))
+    detect: Thresholds = field(default=YOLOV7_DETECT)
+    evaluate: Thresholds = field(default=YOLOV7_EVALUATE)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -98,14 +104,10 @@ def _yolov7(
     )  # fmt: skip
 
 
-_DAMO_DETECT = Thresholds(0.05, 0.7, True, 500)
-_DAMO_NANO = Thresholds(0.03, 0.65, True, 500)
-
-
 def _damo(name: str, size: int, params_m: float, gflops: float, pub: tuple, **kw) -> ModelInfo:
     pub_params, pub_gflops, pub_map, pub_ms = pub
     nano = size == 416
-    thresholds = _DAMO_NANO if nano else _DAMO_DETECT
+    thresholds = DAMO_NANO_THRESHOLDS if nano else DAMO_THRESHOLDS
     return ModelInfo(
         name, "damo", size, (8, 16, 32), params_m, gflops, pub_params, pub_gflops, pub_map, pub_ms,
         reg_max=7 if nano else 16, detect=thresholds, evaluate=thresholds, **kw,
@@ -154,3 +156,13 @@ def info(name: str) -> ModelInfo:
     except (KeyError, TypeError):
         known = ", ".join(MODELS)
         raise ValueError(f"zoo.info: name must be one of {known}, got {name!r}") from None
+
+
+def thresholds(family: str, model: str | None = None, *, evaluate: bool = False) -> Thresholds:
+    """A model's official thresholds: the zoo variant's when `model` is one, else its family's."""
+    if model in MODELS:
+        found = MODELS[model]
+        return found.evaluate if evaluate else found.detect
+    if family == "yolov7":
+        return YOLOV7_EVALUATE if evaluate else YOLOV7_DETECT
+    return DAMO_THRESHOLDS
