@@ -6,10 +6,9 @@ import os
 import zlib
 from pathlib import Path
 
+import fastdet
 import numpy as np
 import pytest
-
-import fastdet
 
 COCO_ENV = "FASTDET_COCO_MINI"
 

@@ -86,31 +86,56 @@ def letterbox_geometry(
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     return Geometry(
-        "letterbox", (h, w), tuple(canvas), (new_h, new_w), top, bottom, left, right,
-        (r, r), (dw, dh),
-    )  # fmt: skip
+        "letterbox",
+        (h, w),
+        tuple(canvas),
+        (new_h, new_w),
+        top,
+        bottom,
+        left,
+        right,
+        (r, r),
+        (dw, dh),
+    )
 
 
 def stretch_geometry(h: int, w: int, size) -> Geometry:
     """DAMO-YOLO (2023-03 and nano): plain resize to the input, no padding."""
     out_h, out_w = as_size(size)
     return Geometry(
-        "stretch", (h, w), (out_h, out_w), (out_h, out_w), 0, 0, 0, 0,
-        (out_w / w, out_h / h), (0.0, 0.0),
-    )  # fmt: skip
+        "stretch",
+        (h, w),
+        (out_h, out_w),
+        (out_h, out_w),
+        0,
+        0,
+        0,
+        0,
+        (out_w / w, out_h / h),
+        (0.0, 0.0),
+    )
 
 
 def topleft_geometry(h: int, w: int, size, *, scaleup: bool = True) -> Geometry:
-    """DAMO-YOLO legacy: keep ratio with int() truncation, image at the top-left, pad bottom/right."""
+    """DAMO-YOLO legacy: keep ratio with int() truncation, image at the top-left, padding to the
+    bottom/right."""
     out_h, out_w = as_size(size)
     r = min(out_h / h, out_w / w)
     if not scaleup:
         r = min(r, 1.0)
     new_h, new_w = max(int(h * r), 1), max(int(w * r), 1)
     return Geometry(
-        "topleft", (h, w), (out_h, out_w), (new_h, new_w), 0, out_h - new_h, 0, out_w - new_w,
-        (r, r), (0.0, 0.0),
-    )  # fmt: skip
+        "topleft",
+        (h, w),
+        (out_h, out_w),
+        (new_h, new_w),
+        0,
+        out_h - new_h,
+        0,
+        out_w - new_w,
+        (r, r),
+        (0.0, 0.0),
+    )
 
 
 def geometry(h: int, w: int, size, mode: str, *, scaleup: bool = True, stride=None) -> Geometry:
@@ -173,9 +198,14 @@ def preprocess_reference(
         new_h, new_w = g.resized_size
         resized = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         padded = cv2.copyMakeBorder(
-            resized.astype(np.float32), g.top, g.bottom, g.left, g.right,
-            cv2.BORDER_CONSTANT, value=(pad, pad, pad, 0.0),
-        )  # fmt: skip
+            resized.astype(np.float32),
+            g.top,
+            g.bottom,
+            g.left,
+            g.right,
+            cv2.BORDER_CONSTANT,
+            value=(pad, pad, pad, 0.0),
+        )
         if swap_rb:
             padded = padded[..., ::-1]
         chw = padded.transpose(2, 0, 1).astype(np.float64) * scale
@@ -206,9 +236,14 @@ def nms_reference(boxes, scores, iou_threshold: float, classes=None, max_det=Non
 
     Visit boxes by score descending (stable: ties keep the lower index first); drop a box whose
     IoU with a kept box (of the same class) is strictly greater than the threshold. IoU is
-    computed in float32 as inter / (area_a + area_b - inter) and compared with the threshold as
-    a double (torchvision's `ovr > iou_threshold`); zero-area pairs give 0/0 = NaN, which never
-    suppresses. Returns int64 indices, kept order.
+    computed in float32 as inter / (area_a + area_b - inter); zero-area pairs give 0/0 = NaN,
+    which never suppresses. Returns int64 indices, kept order.
+
+    The comparison is in float32, as torchvision's CUDA kernel does (devIoU takes a float
+    threshold; the published mAPs were measured on GPU). Its CPU kernel compares with the
+    double; the two differ only when float32(threshold) > threshold (0.1, 0.3, 0.6, ...) and an
+    IoU equals float32(threshold) exactly. The official 0.45, 0.65 and 0.7 round down: no
+    difference there.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -221,7 +256,7 @@ def nms_reference(boxes, scores, iou_threshold: float, classes=None, max_det=Non
     suppressed = np.zeros(n, dtype=bool)
     keep: list[int] = []
     limit = n if max_det is None else max_det
-    threshold = float(iou_threshold)
+    threshold = np.float32(iou_threshold)
     with np.errstate(invalid="ignore", divide="ignore"):
         for i in range(n):
             if len(keep) >= limit:
@@ -234,7 +269,7 @@ def nms_reference(boxes, scores, iou_threshold: float, classes=None, max_det=Non
             h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
             inter = w * h
             iou = inter / (area[i] + area[rest] - inter)
-            hit = iou.astype(np.float64) > threshold
+            hit = iou > threshold
             if cls is not None:
                 hit &= cls[rest] == cls[i]
             suppressed[rest] |= hit
@@ -258,9 +293,7 @@ class Dets:
 
     @staticmethod
     def empty() -> Dets:
-        return Dets(
-            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        )
+        return Dets(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
     def take(self, index) -> Dets:
         return Dets(self.boxes[index], self.scores[index], self.classes[index])
@@ -402,6 +435,21 @@ def end2end_reference(
     return dets.take(order[:max_det])
 
 
+def max_wh_reference(table, image: int, conf: float, *, classes=None, max_det=None) -> Dets:
+    """One image of YOLOv7's --max-wh export ([M, 7] rows of batch, x1, y1, x2, y2, class,
+    score; NMS already done in the graph): its rows with score > conf (and in `classes`), by
+    score descending (stable), at most max_det."""
+    table = np.asarray(table, dtype=np.float32).reshape(-1, 7)
+    rows = table[table[:, 0] == image]
+    dets = Dets(rows[:, 1:5], rows[:, 6], rows[:, 5].astype(np.int64))
+    keep = dets.scores > np.float32(conf)
+    if classes is not None:
+        keep &= np.isin(dets.classes, np.asarray(classes))
+    dets = dets.take(keep)
+    order = np.argsort(-dets.scores.astype(np.float64), kind="stable")
+    return dets.take(order[:max_det])
+
+
 def to_original(boxes, g: Geometry) -> np.ndarray:
     """Input pixels -> original pixels: (v - pad) / scale per axis (YOLOv7 scale_coords with the
     letterbox float pad and ratio; DAMO-YOLO stretch v * w0 / W), clipped to [0, w0] x [0, h0]."""
@@ -482,9 +530,15 @@ def _grid_rows(size: int, strides, anchors_per_level: int):
         )
         parts.append(
             np.stack(
-                [np.full(a.size, level), a.ravel(), gy.ravel(), gx.ravel(),
-                 np.full(a.size, stride)], axis=1,
-            )  # fmt: skip
+                [
+                    np.full(a.size, level),
+                    a.ravel(),
+                    gy.ravel(),
+                    gx.ravel(),
+                    np.full(a.size, stride),
+                ],
+                axis=1,
+            )
         )
     return np.concatenate(parts, axis=0)
 
@@ -520,9 +574,13 @@ def _yolov7_probabilities(rng, rows, num_classes: int, objects: int, size: int):
 
 
 def yolov7_output(
-    rng: np.random.Generator, batch: int = 1, *, size: int = 640, num_classes: int = 80,
+    rng: np.random.Generator,
+    batch: int = 1,
+    *,
+    size: int = 640,
+    num_classes: int = 80,
     objects: int = 8,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """A realistic YOLOv7 --grid output [B, 25200, 5 + C] for a 640 input: cx, cy, w, h in input
     pixels, objectness and class probabilities. A few dozen rows pass conf 0.25 (single-label)
     and ~150k-200k (box, class) pairs pass conf 0.001 (multi-label) per image."""
@@ -537,9 +595,13 @@ def yolov7_output(
 
 
 def yolov7_raw_output(
-    rng: np.random.Generator, batch: int = 1, *, size: int = 640, num_classes: int = 80,
+    rng: np.random.Generator,
+    batch: int = 1,
+    *,
+    size: int = 640,
+    num_classes: int = 80,
     objects: int = 8,
-) -> list[np.ndarray]:  # fmt: skip
+) -> list[np.ndarray]:
     """Raw YOLOv7 logit maps (export without --grid), one [B, 3, ny, nx, 5 + C] per level, P3
     first, with the score statistics of yolov7_output."""
     rows = _grid_rows(size, YOLOV7_STRIDES, 3)
@@ -559,9 +621,13 @@ def yolov7_raw_output(
 
 
 def damo_output(
-    rng: np.random.Generator, batch: int = 1, *, size: int = 640, num_classes: int = 80,
+    rng: np.random.Generator,
+    batch: int = 1,
+    *,
+    size: int = 640,
+    num_classes: int = 80,
     objects: int = 8,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """A realistic DAMO-YOLO output: scores [B, N, C] (sigmoid, no objectness) and boxes
     [B, N, 4] x1, y1, x2, y2 in input pixels (not clipped), N = 8400 at 640. Prior points are
     (col * stride, row * stride); boxes are distances l, t, r, b from them."""
@@ -569,8 +635,9 @@ def damo_output(
     for stride in DAMO_STRIDES:
         n = size // stride
         gy, gx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        priors.append(np.stack([gx.ravel() * stride, gy.ravel() * stride,
-                                np.full(n * n, stride)], axis=1))  # fmt: skip
+        priors.append(
+            np.stack([gx.ravel() * stride, gy.ravel() * stride, np.full(n * n, stride)], axis=1)
+        )
     prior = np.concatenate(priors, axis=0).astype(np.float64)
     n = prior.shape[0]
     scores = np.empty((batch, n, num_classes), dtype=np.float32)
@@ -584,9 +651,10 @@ def damo_output(
             ow, oh = rng.uniform(0.05, 0.6, size=2) * size
             k = int(rng.integers(0, num_classes))
             near = np.flatnonzero(
-                (np.abs(prior[:, 0] - ox) <= 0.5 * ow) & (np.abs(prior[:, 1] - oy) <= 0.5 * oh)
+                (np.abs(prior[:, 0] - ox) <= 0.5 * ow)
+                & (np.abs(prior[:, 1] - oy) <= 0.5 * oh)
                 & (prior[:, 2] >= 16)
-            )  # fmt: skip
+            )
             logit[near, k] = rng.normal(0.0, 1.5, size=near.size)
             c = np.array([ox, oy]) + rng.normal(0, 0.05, size=(near.size, 2)) * [ow, oh]
             wh = np.array([ow, oh]) * np.exp(rng.normal(0, 0.1, size=(near.size, 2)))
@@ -597,9 +665,13 @@ def damo_output(
 
 
 def end2end_output(
-    rng: np.random.Generator, batch: int = 1, *, k: int = 100, size: int = 640,
+    rng: np.random.Generator,
+    batch: int = 1,
+    *,
+    k: int = 100,
+    size: int = 640,
     num_classes: int = 80,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """An EfficientNMS-style output: num_dets [B, 1] int32, det_boxes [B, K, 4] xyxy,
     det_scores [B, K] (descending below num_dets, zeros after), det_classes [B, K] int32."""
     num_dets = rng.integers(0, k + 1, size=(batch, 1)).astype(np.int32)
@@ -615,3 +687,29 @@ def end2end_output(
         det_scores[b, n:] = 0
         det_classes[b, n:] = 0
     return num_dets, det_boxes, det_scores, det_classes
+
+
+def max_wh_output(
+    rng: np.random.Generator,
+    batch: int = 1,
+    *,
+    rows: int = 60,
+    size: int = 640,
+    num_classes: int = 80,
+) -> np.ndarray:
+    """A YOLOv7 --max-wh output: [M, 7] float32 rows of batch index, x1, y1, x2, y2, class,
+    score, grouped by image as onnxruntime's NonMaxSuppression returns them."""
+    image = np.sort(rng.integers(0, batch, size=rows))
+    centre = rng.uniform(0, size, size=(rows, 2))
+    wh = rng.uniform(4, size / 2, size=(rows, 2))
+    table = np.concatenate(
+        [
+            image[:, None],
+            centre - wh / 2,
+            centre + wh / 2,
+            rng.integers(0, num_classes, size=(rows, 1)),
+            rng.uniform(0.01, 1.0, size=(rows, 1)),
+        ],
+        axis=1,
+    )
+    return table.astype(np.float32)

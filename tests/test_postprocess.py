@@ -1,0 +1,675 @@
+"""fastdet.postprocess against the references of tests/reference.py (model-facts sections 3, 4).
+
+Kept detections must be the same (classes and scores, in order); boxes within 1e-3 px in
+original-image pixels. Transforms come from fastdet.preprocess; the expected mapping back uses
+the reference geometry.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import fastdet
+import hypothesis
+import numpy as np
+import pytest
+import reference as R
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+BOX_TOLERANCE = 1e-3  # px
+
+YOLOV7_DETECT = dict(conf=0.25, iou=0.45)  # detect.py: single-label
+YOLOV7_MAP = dict(conf=0.001, iou=0.65, multi_label=True, max_det=300, max_candidates=30000)
+DAMO_SETTINGS = dict(conf=0.05, iou=0.7)  # T/S/M/L; multi-label, 500 kept
+DAMO_NANO_SETTINGS = dict(conf=0.03, iou=0.65)
+
+BATCHES = {
+    "batch1": [(480, 640)],
+    "batch3": [(480, 640), (1081, 1919), (333, 500)],
+}
+
+
+@functools.cache
+def _transforms(shapes: tuple, size, mode: str, stride=None) -> tuple:
+    rng = np.random.default_rng(0)
+    images = [R.random_image(rng, h, w) for h, w in shapes]
+    _, transforms = fastdet.preprocess(images, size, mode=mode, stride=stride)
+    return tuple(transforms)
+
+
+def transforms_for(shapes, size=640, mode="letterbox", stride=None) -> list[fastdet.Transform]:
+    return list(_transforms(tuple(map(tuple, shapes)), size, mode, stride))
+
+
+def assert_same_detections(got, want: R.Dets, *, exact_scores: bool = True) -> None:
+    assert isinstance(got, fastdet.Detections)
+    n = len(want.scores)
+    assert got.boxes.dtype == np.float32 and got.boxes.shape == (len(got), 4)
+    assert got.scores.dtype == np.float32 and got.scores.shape == (len(got),)
+    assert got.classes.dtype == np.int32 and got.classes.shape == (len(got),)
+    assert got.classes.tolist() == want.classes.tolist(), f"{len(got)} kept, want {n}"
+    if exact_scores:
+        assert got.scores.tolist() == want.scores.astype(np.float32).tolist()
+    else:
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(got.boxes, want.boxes, atol=BOX_TOLERANCE, rtol=0)
+
+
+def assert_batch(got, want: list[R.Dets], **kwargs) -> None:
+    assert isinstance(got, list)
+    assert len(got) == len(want)
+    for image, (g, w) in enumerate(zip(got, want, strict=True)):
+        try:
+            assert_same_detections(g, w, **kwargs)
+        except AssertionError as error:
+            raise AssertionError(f"image {image}: {error}") from error
+
+
+def yolov7_expected(output, geos, **settings) -> list[R.Dets]:
+    return [R.mapped(R.yolov7_nms_reference(output[b], **settings), g) for b, g in enumerate(geos)]
+
+
+def damo_expected(scores, boxes, geos, **settings) -> list[R.Dets]:
+    return [
+        R.mapped(R.damo_nms_reference(scores[b], boxes[b], **settings), g)
+        for b, g in enumerate(geos)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# "yolov7": the --grid output [B, N, 85]
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", list(BATCHES))
+def test_yolov7_detect_settings(rng, batch):
+    shapes = BATCHES[batch]
+    output = R.yolov7_output(rng, len(shapes))
+    # The format's defaults are detect.py's: single-label, 300 kept, 30000 candidates.
+    got = fastdet.postprocess(output, "yolov7", transforms_for(shapes), **YOLOV7_DETECT)
+    want = yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **YOLOV7_DETECT)
+    assert all(len(w.scores) > 0 for w in want)
+    assert_batch(got, want)
+
+
+@pytest.mark.parametrize("batch", list(BATCHES))
+def test_yolov7_map_settings(rng, batch, num_threads):
+    shapes = BATCHES[batch]
+    output = R.yolov7_output(rng, len(shapes))
+    pairs = (output[0, :, 5:] * output[0, :, 4:5] > np.float32(0.001)) & (
+        output[0, :, 4:5] > np.float32(0.001)
+    )
+    assert pairs.sum() > 30000, "the workload must exercise the 30000-candidate cap"
+    got = fastdet.postprocess(output, "yolov7", transforms_for(shapes), **YOLOV7_MAP)
+    want = yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **YOLOV7_MAP)
+    assert all(len(w.scores) == 300 for w in want)
+    assert_batch(got, want)
+
+
+@pytest.mark.parametrize("max_candidates", [1, 7, 100, 5000])
+def test_yolov7_candidate_cap(rng, max_candidates):
+    shapes = BATCHES["batch1"]
+    output = R.yolov7_output(rng, 1)
+    settings = dict(YOLOV7_MAP, max_candidates=max_candidates)
+    got = fastdet.postprocess(output, "yolov7", transforms_for(shapes), **settings)
+    assert_batch(
+        got, yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **settings)
+    )
+
+
+@pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
+@pytest.mark.parametrize("option", ["classes", "agnostic", "max_det"])
+def test_yolov7_options(rng, option, multi_label):
+    shapes = BATCHES["batch3"]
+    output = R.yolov7_output(rng, 3, objects=20)
+    settings = dict(conf=0.01, iou=0.5, multi_label=multi_label)
+    settings.update(
+        {
+            "classes": dict(classes=[0, 2, 17, 79]),
+            "agnostic": dict(agnostic=True),
+            "max_det": dict(max_det=7),
+        }[option]
+    )
+    got = fastdet.postprocess(output, "yolov7", transforms_for(shapes), **settings)
+    assert_batch(
+        got, yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **settings)
+    )
+
+
+def test_yolov7_class_filter_applies_after_best_class():
+    """Single-label picks the best class first; a filtered-out best class drops the row even
+    when another class (in the filter) is above conf."""
+    row_a = np.zeros(85, np.float32)
+    row_a[:5] = [100, 100, 40, 40, 0.9]
+    row_a[5 + 3] = 0.9  # best: class 3
+    row_a[5 + 7] = 0.8  # second: class 7, also above conf
+    row_b = row_a.copy()
+    row_b[:4] = [300, 300, 40, 40]
+    row_b[5 + 3] = 0.5  # best: class 7
+    output = np.stack([row_a, row_b])[None]
+    transforms = transforms_for([(640, 640)])
+    for multi_label in (False, True):
+        settings = dict(conf=0.25, iou=0.45, multi_label=multi_label, classes=[7])
+        got = fastdet.postprocess(output, "yolov7", transforms, **settings)
+        want = yolov7_expected(output, R.batch_geometry([(640, 640)], 640, "letterbox"), **settings)
+        assert_batch(got, want)
+        assert len(got[0]) == (2 if multi_label else 1)
+
+
+def test_yolov7_best_class_tie_takes_first():
+    row = np.zeros(85, np.float32)
+    row[:5] = [320, 320, 100, 100, 0.8]
+    row[5 + 10] = row[5 + 4] = row[5 + 60] = 0.75
+    output = row[None, None]
+    got = fastdet.postprocess(output, "yolov7", transforms_for([(640, 640)]), conf=0.25, iou=0.45)
+    assert_batch(
+        got,
+        yolov7_expected(
+            output, R.batch_geometry([(640, 640)], 640, "letterbox"), conf=0.25, iou=0.45
+        ),
+    )
+    assert got[0].classes.tolist() == [4]
+
+
+def test_yolov7_objectness_must_pass_conf():
+    """Both thresholds are strict: obj == conf is rejected and obj one ulp above it passes;
+    obj * cls == conf is rejected."""
+    rows = np.zeros((3, 85), np.float32)
+    rows[:, :4] = [[100, 100, 50, 50], [300, 300, 50, 50], [500, 500, 50, 50]]
+    rows[:, 4] = [0.25, np.nextafter(np.float32(0.25), np.float32(1)), 1.0]
+    rows[:, 5] = [1.0, 1.0, 0.25]
+    output = rows[None]
+    got = fastdet.postprocess(output, "yolov7", transforms_for([(640, 640)]), conf=0.25, iou=0.45)
+    assert_batch(
+        got,
+        yolov7_expected(
+            output, R.batch_geometry([(640, 640)], 640, "letterbox"), conf=0.25, iou=0.45
+        ),
+    )
+    assert len(got[0]) == 1
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 40])
+@pytest.mark.parametrize("fmt", ["yolov7", "yolov7-raw", "damo", "end2end"])
+def test_candidate_counts(rng, fmt, count):
+    """0, 1 and a few candidates per image, every format."""
+    shapes = [(480, 640), (333, 500)]
+    if fmt == "damo":
+        transforms = transforms_for(shapes, mode="stretch")
+        geos = R.batch_geometry(shapes, 640, "stretch")
+    else:
+        transforms = transforms_for(shapes)
+        geos = R.batch_geometry(shapes, 640, "letterbox")
+    if fmt == "yolov7":
+        output = R.yolov7_output(rng, 2, objects=0)
+        output[:, :, 4] = np.minimum(output[:, :, 4], 0.2)
+        rows = rng.choice(output.shape[1], size=count, replace=False)
+        output[:, rows, 4] = 0.95
+        output[:, rows, 5 + rng.integers(0, 80, size=count)] = 0.9
+        got = fastdet.postprocess(output, fmt, transforms, **YOLOV7_DETECT)
+        want = yolov7_expected(output, geos, **YOLOV7_DETECT)
+    elif fmt == "yolov7-raw":
+        levels = R.yolov7_raw_output(rng, 2, objects=0)
+        flat = [lv.reshape(2, -1, 85) for lv in levels]
+        for lv in flat:
+            lv[:, :, 4] = np.minimum(lv[:, :, 4], -2.0)
+        level = flat[1]
+        rows = rng.choice(level.shape[1], size=count, replace=False)
+        level[:, rows, 4] = 4.0
+        level[:, rows, 5 + rng.integers(0, 80, size=count)] = 4.0
+        got = fastdet.postprocess(
+            levels, fmt, transforms, anchors=R.YOLOV7_ANCHORS, **YOLOV7_DETECT
+        )
+        decoded = R.decode_yolov7_raw(levels, 640, R.YOLOV7_ANCHORS)
+        want = yolov7_expected(decoded, geos, **YOLOV7_DETECT)
+    elif fmt == "damo":
+        scores, boxes = R.damo_output(rng, 2, objects=0)
+        scores = np.minimum(scores, 0.04)
+        rows = rng.choice(scores.shape[1], size=count, replace=False)
+        scores[:, rows, rng.integers(0, 80, size=count)] = 0.6
+        got = fastdet.postprocess([scores, boxes], fmt, transforms, **DAMO_SETTINGS)
+        want = damo_expected(scores, boxes, geos, **DAMO_SETTINGS)
+    else:
+        num_dets, det_boxes, det_scores, det_classes = R.end2end_output(rng, 2, k=100)
+        num_dets[:] = count
+        det_scores[:, :count] = -np.sort(-rng.uniform(0.2, 1.0, size=(2, count)), axis=1)
+        got = fastdet.postprocess(
+            [num_dets, det_boxes, det_scores, det_classes], fmt, transforms, conf=0.0, iou=0.5
+        )
+        want = [
+            R.mapped(
+                R.end2end_reference(num_dets[b], det_boxes[b], det_scores[b], det_classes[b], 0.0),
+                g,
+            )
+            for b, g in enumerate(geos)
+        ]
+    if fmt == "end2end" or count <= 1:
+        assert all(len(w.scores) == count for w in want)
+    assert_batch(got, want, exact_scores=fmt != "yolov7-raw")
+
+
+@pytest.mark.parametrize("stride", [None, 32])
+def test_yolov7_mapping_with_stride_canvas(rng, stride):
+    """Boxes map back through each image's own padding, also in a stride-rectangle batch."""
+    shapes = [(480, 640), (1081, 1919), (640, 480)]
+    output = R.yolov7_output(rng, 3)
+    transforms = transforms_for(shapes, stride=stride)
+    got = fastdet.postprocess(output, "yolov7", transforms, **YOLOV7_DETECT)
+    geos = R.batch_geometry(shapes, 640, "letterbox", stride=stride)
+    assert_batch(got, yolov7_expected(output, geos, **YOLOV7_DETECT))
+
+
+def test_yolov7_accepts_float64_and_views(rng):
+    shapes = BATCHES["batch3"]
+    output = R.yolov7_output(rng, 3)
+    geos = R.batch_geometry(shapes, 640, "letterbox")
+    want = yolov7_expected(output, geos, **YOLOV7_DETECT)
+    padded = np.zeros((3, output.shape[1], 90), np.float32)
+    padded[:, :, :85] = output
+    for variant in (output.astype(np.float64), padded[:, :, :85], [output]):
+        got = fastdet.postprocess(variant, "yolov7", transforms_for(shapes), **YOLOV7_DETECT)
+        assert_batch(got, want)
+
+
+def test_yolov7_class_offset_is_yolov7s_max_wh_trick():
+    """YOLOv7 runs one NMS on boxes shifted by class * 4096 (float32, on both axes). A box
+    reaching past 4096 px then overlaps the next class's shifted range, and the official code
+    suppresses across classes (only reachable with huge boxes, e.g. a P6 model at 1280)."""
+    rows = np.zeros((2, 85), np.float32)
+    rows[0, :5] = [4000, 4000, 2000, 2000, 0.9]  # class 0: 3000..5000 on both axes
+    rows[0, 5 + 0] = 1.0
+    rows[1, :5] = [450, 450, 900, 900, 0.9]  # class 1: 0..900, shifted: 4096..4996
+    rows[1, 5 + 1] = 0.9
+    output = rows[None]
+    transforms = transforms_for([(1280, 1280)], size=1280)
+    settings = dict(conf=0.25, iou=0.2)
+    got = fastdet.postprocess(output, "yolov7", transforms, **settings)
+    want = yolov7_expected(output, R.batch_geometry([(1280, 1280)], 1280, "letterbox"), **settings)
+    assert_batch(got, want)
+
+
+# --------------------------------------------------------------------------------------------
+# "yolov7-raw": per-level logit maps (export without --grid)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["detect", "map"])
+@pytest.mark.parametrize("batch", list(BATCHES))
+def test_yolov7_raw(rng, batch, preset):
+    shapes = BATCHES[batch]
+    options = YOLOV7_DETECT if preset == "detect" else YOLOV7_MAP
+    levels = R.yolov7_raw_output(rng, len(shapes))
+    got = fastdet.postprocess(
+        levels, "yolov7-raw", transforms_for(shapes), anchors=R.YOLOV7_ANCHORS, **options
+    )
+    decoded = R.decode_yolov7_raw(levels, 640, R.YOLOV7_ANCHORS)
+    want = yolov7_expected(decoded, R.batch_geometry(shapes, 640, "letterbox"), **options)
+    assert all(len(w.scores) > 0 for w in want)
+    assert_batch(got, want, exact_scores=False)
+
+
+def test_yolov7_raw_level_order_and_dict(rng):
+    """Levels are recognised by grid size (P3 first), whatever order or names they come in;
+    anchors are given P3 first."""
+    shapes = BATCHES["batch1"]
+    levels = R.yolov7_raw_output(rng, 1)
+    decoded = R.decode_yolov7_raw(levels, 640, R.YOLOV7_ANCHORS)
+    want = yolov7_expected(decoded, R.batch_geometry(shapes, 640, "letterbox"), **YOLOV7_DETECT)
+    variants = [levels[::-1], {"output": levels[0], "528": levels[1], "547": levels[2]}]
+    for outputs in variants:
+        got = fastdet.postprocess(
+            outputs, "yolov7-raw", transforms_for(shapes), anchors=R.YOLOV7_ANCHORS, **YOLOV7_DETECT
+        )
+        assert_batch(got, want, exact_scores=False)
+
+
+def test_yolov7_raw_tiny_anchors_and_grid_order(rng):
+    """Another anchor set (yolov7-tiny) and a non-square input: x is the grid's fast axis."""
+    anchors = (
+        ((10, 13), (16, 30), (33, 23)),
+        ((30, 61), (62, 45), (59, 119)),
+        ((116, 90), (156, 198), (373, 326)),
+    )
+    shapes = [(720, 1280)]
+    transforms = transforms_for(shapes, size=(384, 640))
+    levels = [
+        rng.normal(-1, 2, size=(1, 3, 384 // s, 640 // s, 85)).astype(np.float32)
+        for s in (8, 16, 32)
+    ]
+    got = fastdet.postprocess(levels, "yolov7-raw", transforms, anchors=anchors, conf=0.5, iou=0.45)
+    decoded = R.decode_yolov7_raw(levels, (384, 640), anchors)
+    geos = R.batch_geometry(shapes, (384, 640), "letterbox")
+    assert_batch(got, yolov7_expected(decoded, geos, conf=0.5, iou=0.45), exact_scores=False)
+
+
+# --------------------------------------------------------------------------------------------
+# "damo": scores [B, N, C] + boxes [B, N, 4]
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", list(BATCHES))
+def test_damo(rng, batch, num_threads):
+    shapes = BATCHES[batch]
+    scores, boxes = R.damo_output(rng, len(shapes))
+    got = fastdet.postprocess(
+        [scores, boxes], "damo", transforms_for(shapes, mode="stretch"), **DAMO_SETTINGS
+    )
+    want = damo_expected(scores, boxes, R.batch_geometry(shapes, 640, "stretch"), **DAMO_SETTINGS)
+    assert all(len(w.scores) == 500 for w in want)
+    assert_batch(got, want)
+
+
+def test_damo_nano_416(rng):
+    shapes = BATCHES["batch3"]
+    scores, boxes = R.damo_output(rng, 3, size=416)
+    assert scores.shape[1] == 3549
+    got = fastdet.postprocess(
+        [scores, boxes], "damo", transforms_for(shapes, 416, "stretch"), **DAMO_NANO_SETTINGS
+    )
+    want = damo_expected(
+        scores, boxes, R.batch_geometry(shapes, 416, "stretch"), **DAMO_NANO_SETTINGS
+    )
+    assert_batch(got, want)
+
+
+def test_damo_legacy_topleft_mapping(rng):
+    shapes = BATCHES["batch3"]
+    scores, boxes = R.damo_output(rng, 3)
+    got = fastdet.postprocess(
+        [scores, boxes], "damo", transforms_for(shapes, mode="topleft"), **DAMO_SETTINGS
+    )
+    want = damo_expected(scores, boxes, R.batch_geometry(shapes, 640, "topleft"), **DAMO_SETTINGS)
+    assert_batch(got, want)
+
+
+@pytest.mark.parametrize("option", ["classes", "agnostic", "max_det", "single-label"])
+def test_damo_options(rng, option):
+    shapes = BATCHES["batch3"]
+    scores, boxes = R.damo_output(rng, 3, objects=20)
+    settings = dict(conf=0.2, iou=0.6)
+    settings.update(
+        {
+            "classes": dict(classes=[1, 5, 40]),
+            "agnostic": dict(agnostic=True),
+            "max_det": dict(max_det=3),
+            "single-label": dict(multi_label=False),
+        }[option]
+    )
+    got = fastdet.postprocess(
+        [scores, boxes], "damo", transforms_for(shapes, mode="stretch"), **settings
+    )
+    want = damo_expected(scores, boxes, R.batch_geometry(shapes, 640, "stretch"), **settings)
+    assert_batch(got, want)
+
+
+# --------------------------------------------------------------------------------------------
+# "end2end": num_dets, det_boxes, det_scores, det_classes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(conf=0.0, iou=0.5),
+        dict(conf=0.5, iou=0.5),
+        dict(conf=0.3, iou=0.5, max_det=10),
+        dict(conf=0.0, iou=0.5, classes=[1, 2, 3, 50]),
+    ],
+    ids=["all", "conf0.5", "max_det10", "classes"],
+)
+@pytest.mark.parametrize("batch", list(BATCHES))
+def test_end2end(rng, batch, settings):
+    shapes = BATCHES[batch]
+    num_dets, det_boxes, det_scores, det_classes = R.end2end_output(rng, len(shapes), k=100)
+    num_dets[0, 0] = 100
+    got = fastdet.postprocess(
+        [num_dets, det_boxes, det_scores, det_classes],
+        "end2end",
+        transforms_for(shapes),
+        **settings,
+    )
+    geos = R.batch_geometry(shapes, 640, "letterbox")
+    extra = {k: v for k, v in settings.items() if k in ("classes", "max_det")}
+    want = [
+        R.mapped(
+            R.end2end_reference(
+                num_dets[b], det_boxes[b], det_scores[b], det_classes[b], settings["conf"], **extra
+            ),
+            g,
+        )
+        for b, g in enumerate(geos)
+    ]
+    assert_batch(got, want)
+
+
+# --------------------------------------------------------------------------------------------
+# "max-wh": YOLOv7 --max-wh export, [M, 7] rows (NMS done by onnxruntime in the graph)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(conf=0.0, iou=0.5),
+        dict(conf=0.5, iou=0.5),
+        dict(conf=0.1, iou=0.5, max_det=5),
+        dict(conf=0.0, iou=0.5, classes=[1, 2, 3, 50]),
+    ],
+    ids=["all", "conf0.5", "max_det5", "classes"],
+)
+@pytest.mark.parametrize("batch", list(BATCHES))
+def test_max_wh(rng, batch, settings):
+    shapes = BATCHES[batch]
+    table = R.max_wh_output(rng, len(shapes), num_classes=60)
+    got = fastdet.postprocess(table, "max-wh", transforms_for(shapes), **settings)
+    geos = R.batch_geometry(shapes, 640, "letterbox")
+    extra = {k: v for k, v in settings.items() if k in ("classes", "max_det")}
+    want = [
+        R.mapped(R.max_wh_reference(table, b, settings["conf"], **extra), g)
+        for b, g in enumerate(geos)
+    ]
+    assert_batch(got, want)
+    named = fastdet.postprocess({"output": table}, "max-wh", transforms_for(shapes), **settings)
+    assert_batch(named, want)
+
+
+def test_max_wh_empty_table():
+    got = fastdet.postprocess(
+        np.zeros((0, 7), np.float32), "max-wh", transforms_for([(480, 640)]), conf=0.25, iou=0.45
+    )
+    assert_batch(got, [R.Dets.empty()])
+
+
+# --------------------------------------------------------------------------------------------
+# Output dicts keyed by the official names
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["yolov7", "damo", "damo-official-names", "end2end"])
+def test_dict_outputs_keyed_by_official_names(rng, fmt):
+    shapes = BATCHES["batch3"]
+    if fmt == "yolov7":
+        output = R.yolov7_output(rng, 3)
+        positional, named, settings = [output], {"output": output}, YOLOV7_DETECT
+        transforms = transforms_for(shapes)
+    elif fmt.startswith("damo"):
+        scores, boxes = R.damo_output(rng, 3)
+        positional = [scores, boxes]
+        # The official export names only its first output; the second gets a number.
+        named = (
+            {"scores": scores, "boxes": boxes}
+            if fmt == "damo"
+            else {"output": scores, "791": boxes}
+        )
+        settings = DAMO_SETTINGS
+        transforms = transforms_for(shapes, mode="stretch")
+    else:
+        arrays = R.end2end_output(rng, 3)
+        positional = list(arrays)
+        named = dict(
+            zip(("num_dets", "det_boxes", "det_scores", "det_classes"), arrays, strict=True)
+        )
+        named = dict(reversed(list(named.items())))  # order of the dict must not matter
+        settings = dict(conf=0.1, iou=0.5)
+        transforms = transforms_for(shapes)
+    base = fmt.split("-")[0]
+    by_position = fastdet.postprocess(positional, base, transforms, **settings)
+    by_name = fastdet.postprocess(named, base, transforms, **settings)
+    assert len(by_position) == len(by_name) == 3
+    for a, b in zip(by_position, by_name, strict=True):
+        assert np.array_equal(a.numpy(), b.numpy())
+    if fmt == "yolov7":
+        want = yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **settings)
+        assert_batch(by_name, want)
+    elif fmt.startswith("damo"):
+        want = damo_expected(scores, boxes, R.batch_geometry(shapes, 640, "stretch"), **settings)
+        assert_batch(by_name, want)
+
+
+# --------------------------------------------------------------------------------------------
+# Detections and Transform.to_original
+# --------------------------------------------------------------------------------------------
+
+
+def test_detections_helpers(rng):
+    output = R.yolov7_output(rng, 1)
+    (dets,) = fastdet.postprocess(output, "yolov7", transforms_for([(480, 640)]), **YOLOV7_DETECT)
+    n = len(dets)
+    assert n > 0 and n == dets.boxes.shape[0] == dets.scores.shape[0] == dets.classes.shape[0]
+    table = dets.numpy()
+    assert table.dtype == np.float32 and table.shape == (n, 6)
+    assert np.array_equal(table[:, :4], dets.boxes)
+    assert np.array_equal(table[:, 4], dets.scores)
+    assert np.array_equal(table[:, 5], dets.classes.astype(np.float32))
+    rows = dets.to_list()
+    assert len(rows) == n
+    for row, box, score, cls in zip(rows, dets.boxes, dets.scores, dets.classes, strict=True):
+        assert set(row) == {"box", "score", "class"}
+        assert type(row["box"]) is list and all(type(v) is float for v in row["box"])
+        assert type(row["score"]) is float and type(row["class"]) is int
+        assert row["box"] == box.tolist() and row["score"] == float(score)
+        assert row["class"] == int(cls)
+    assert repr(dets) == f"Detections(n={n})"
+    assert list(np.diff(dets.scores.astype(np.float64)) <= 0) == [True] * (n - 1)
+
+
+def test_empty_detections_helpers():
+    output = np.zeros((1, 10, 85), np.float32)
+    (dets,) = fastdet.postprocess(output, "yolov7", transforms_for([(480, 640)]), **YOLOV7_DETECT)
+    assert len(dets) == 0
+    assert dets.numpy().shape == (0, 6)
+    assert dets.to_list() == []
+    assert dets.boxes.shape == (0, 4)
+
+
+@pytest.mark.parametrize(
+    ("mode", "stride"),
+    [("letterbox", None), ("letterbox", 32), ("stretch", None), ("topleft", None)],
+    ids=["letterbox", "letterbox-stride32", "stretch", "topleft"],
+)
+def test_transform_to_original(rng, mode, stride):
+    shapes = [(480, 640), (1081, 1919), (333, 500), (1, 7), (640, 640)]
+    transforms = transforms_for(shapes, mode=mode, stride=stride)
+    geos = R.batch_geometry(shapes, 640, mode, stride=stride)
+    for transform, g in zip(transforms, geos, strict=True):
+        # Inside, on the padding and outside the input (clipped to the image).
+        xy = rng.uniform(-100, 740, size=(200, 2))
+        wh = rng.uniform(0, 300, size=(200, 2))
+        boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+        got = transform.to_original(boxes)
+        assert got.dtype == np.float32 and got.shape == boxes.shape
+        np.testing.assert_allclose(got, R.to_original(boxes, g), atol=BOX_TOLERANCE, rtol=0)
+        h0, w0 = g.original_size
+        assert got[:, 0::2].min() >= 0 and got[:, 0::2].max() <= w0
+        assert got[:, 1::2].min() >= 0 and got[:, 1::2].max() <= h0
+        # Lists and float64 are accepted; an empty set of boxes maps to an empty set.
+        np.testing.assert_allclose(
+            transform.to_original(boxes.astype(np.float64).tolist()), got, atol=0, rtol=0
+        )
+        assert transform.to_original(np.zeros((0, 4))).shape == (0, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Small random problems with many exact ties (hypothesis)
+# --------------------------------------------------------------------------------------------
+
+SMALL_SHAPES = [(48, 64), (64, 48), (31, 97)]
+PROBABILITIES = [0.0, 0.1, 0.2, 0.25, 0.3, 0.5, 0.5, 0.9, 1.0]
+
+
+@st.composite
+def small_settings(draw, num_classes: int, yolov7: bool):
+    classes = draw(
+        st.none() | st.lists(st.integers(0, num_classes - 1), min_size=1, max_size=3, unique=True)
+    )
+    settings = dict(
+        conf=draw(st.sampled_from([0.0, 0.1, 0.25, 0.5])),
+        iou=draw(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.7, 1.0])),
+        multi_label=draw(st.booleans()),
+        agnostic=draw(st.booleans()),
+        max_det=draw(st.sampled_from([0, 1, 3, 100])),
+        classes=classes,
+    )
+    if yolov7:
+        settings["max_candidates"] = draw(st.sampled_from([1, 5, 30000]))
+    return settings
+
+
+@st.composite
+def small_yolov7(draw):
+    batch = draw(st.integers(1, 2))
+    rows = draw(st.integers(0, 25))
+    num_classes = draw(st.integers(1, 4))
+    geometry = draw(
+        hnp.arrays(np.float32, (batch, rows, 4), elements=st.integers(0, 64).map(float))
+    )
+    probs = draw(
+        hnp.arrays(
+            np.float32, (batch, rows, 1 + num_classes), elements=st.sampled_from(PROBABILITIES)
+        )
+    )
+    output = np.concatenate([geometry, probs], axis=2)
+    return output, draw(small_settings(num_classes, yolov7=True))
+
+
+@st.composite
+def small_damo(draw):
+    batch = draw(st.integers(1, 2))
+    rows = draw(st.integers(0, 25))
+    num_classes = draw(st.integers(1, 4))
+    corner = draw(hnp.arrays(np.float32, (batch, rows, 2), elements=st.integers(-8, 64).map(float)))
+    size = draw(hnp.arrays(np.float32, (batch, rows, 2), elements=st.integers(0, 40).map(float)))
+    scores = draw(
+        hnp.arrays(np.float32, (batch, rows, num_classes), elements=st.sampled_from(PROBABILITIES))
+    )
+    settings = draw(small_settings(num_classes, yolov7=False))
+    return scores, np.concatenate([corner, corner + size], axis=2), settings
+
+
+HYPOTHESIS_SETTINGS = hypothesis.settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@HYPOTHESIS_SETTINGS
+@given(small_yolov7())
+def test_yolov7_small_problems_match_reference(problem):
+    output, options = problem
+    shapes = SMALL_SHAPES[: output.shape[0]]
+    transforms = transforms_for(shapes, size=64)
+    got = fastdet.postprocess(output, "yolov7", transforms, **options)
+    geos = R.batch_geometry(shapes, 64, "letterbox")
+    assert_batch(got, yolov7_expected(output, geos, **options))
+
+
+@HYPOTHESIS_SETTINGS
+@given(small_damo())
+def test_damo_small_problems_match_reference(problem):
+    scores, boxes, options = problem
+    shapes = SMALL_SHAPES[: scores.shape[0]]
+    transforms = transforms_for(shapes, size=64, mode="stretch")
+    got = fastdet.postprocess([scores, boxes], "damo", transforms, **options)
+    geos = R.batch_geometry(shapes, 64, "stretch")
+    assert_batch(got, damo_expected(scores, boxes, geos, **options))

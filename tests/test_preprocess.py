@@ -1,0 +1,383 @@
+"""fastdet.preprocess against the OpenCV chain of tests/reference.py (model-facts section 2).
+
+Criteria: every value within one 8-bit level (1/255 of full scale) of cv2.resize(INTER_LINEAR)
++ copyMakeBorder + BGR->RGB + CHW + scale (+ mean/std); padding exactly float32(pad * scale);
+Transform fields exactly the reference geometry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import fastdet
+import numpy as np
+import pytest
+import reference as R
+from fastdet import _core
+
+MODES = ("letterbox", "stretch", "topleft")
+FP16_EPS = 2.0**-11  # half of float16's machine epsilon: its round-to-nearest error, relative
+
+
+def assert_transform_matches(transform: fastdet.Transform, g: R.Geometry) -> None:
+    got = {
+        "mode": transform.mode,
+        "original_size": tuple(transform.original_size),
+        "input_size": tuple(transform.input_size),
+        "resized_size": tuple(transform.resized_size),
+        "offset": tuple(transform.offset),
+        "scale": tuple(transform.scale),
+        "pad": tuple(transform.pad),
+    }
+    want = {
+        "mode": g.mode,
+        "original_size": g.original_size,
+        "input_size": g.input_size,
+        "resized_size": g.resized_size,
+        "offset": g.offset,
+        "scale": g.scale,
+        "pad": g.pad,
+    }
+    assert got == want
+
+
+def assert_matches_reference(
+    batch, transforms, images, size, mode="letterbox", *, dtype=np.float32, **options
+) -> None:
+    """batch/transforms from fastdet.preprocess(images, size, mode=mode, **options) against the
+    reference: geometry exact, pixels within one level, padding exact."""
+    ref, geos = R.preprocess_reference(images, size, mode, **options)
+    assert batch.dtype == np.dtype(dtype)
+    assert batch.shape == ref.shape
+    assert batch.flags.c_contiguous
+    assert len(transforms) == len(geos)
+    for transform, g in zip(transforms, geos, strict=True):
+        assert_transform_matches(transform, g)
+
+    scale = options.get("scale", 1 / 255)
+    std = R.per_channel(options.get("std"), 1.0)
+    level = (abs(scale) / np.abs(std))[None, :, None, None]  # one 8-bit level, output units
+    tolerance = level * (1 + 1e-5) + 1e-6
+    if np.dtype(dtype) == np.float16:
+        tolerance = tolerance + np.abs(ref) * FP16_EPS
+    got = batch.astype(np.float64)
+    excess = np.abs(got - ref) - tolerance
+    worst = np.unravel_index(np.argmax(excess), excess.shape)
+    allowed = np.broadcast_to(tolerance, ref.shape)[worst]
+    assert excess[worst] <= 0, (
+        f"at (n, c, y, x) = {worst}: fastdet {got[worst]!r}, cv2 chain {ref[worst]!r}, "
+        f"tolerance {allowed!r}"
+    )
+
+    pad_keys = ("pad_value", "scale", "mean", "std")
+    pad = R.pad_values(mode, **{k: options[k] for k in pad_keys if k in options})
+    for i, g in enumerate(geos):
+        mask = R.padding_mask(g)
+        if not mask.any():
+            continue
+        for c in range(3):
+            values = batch[i, c][mask]
+            expected = np.dtype(dtype).type(pad[c])  # float32 first, as the kernel stores it
+            assert np.array_equal(values, np.full_like(values, expected)), (
+                f"image {i} channel {c}: padding {np.unique(values)[:5]} != {expected!r}"
+            )
+
+
+def run_and_check(images, size, mode="letterbox", **options):
+    dtype = options.pop("dtype", np.float32)
+    batch, transforms = fastdet.preprocess(images, size, mode=mode, dtype=dtype, **options)
+    assert_matches_reference(batch, transforms, images, size, mode, dtype=dtype, **options)
+    return batch, transforms
+
+
+# Odd, tiny, sliver, exact-fit and large shapes (h, w): up- and downscaling for each target.
+# (5, 1280), (1001, 1280) and (1280, 1003) put the new size on a .5 at 640: Python's round goes
+# to even (2, 500, 502).
+SHAPES = [
+    (1, 1),
+    (1, 7),
+    (7, 1),
+    (3, 5),
+    (2, 3000),
+    (479, 641),
+    (480, 640),
+    (640, 640),
+    (1081, 1919),
+    (1919, 1081),
+    (333, 500),
+    (5, 1280),
+    (1001, 1280),
+    (1280, 1003),
+]
+TARGETS = [640, (384, 640), (512, 320)]
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: f"to{t}")
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("mode", MODES)
+def test_single_image_matches_reference(rng, mode, shape, target):
+    run_and_check(R.random_image(rng, *shape), target, mode)
+
+
+@pytest.mark.parametrize("target", [1, (1, 7), (3, 2), (2, 1)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (479, 641)], ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_tiny_targets_match_reference(rng, mode, shape, target):
+    run_and_check(R.random_image(rng, *shape), target, mode)
+
+
+def test_half_to_even_rounding_of_the_new_size():
+    """YOLOv7 rounds the resized size with Python's round: 2.5 -> 2, 500.5 -> 500, 501.5 -> 502."""
+    for shape in [(5, 1280), (1001, 1280), (1280, 1003)]:
+        _, (transform,) = fastdet.preprocess(np.zeros((*shape, 3), np.uint8), 640)
+        new_h, new_w, _ = R.letterbox_resized(*shape, 640)
+        assert transform.resized_size == (new_h, new_w)
+        assert (shape[0] * 0.5) % 1 == 0.5 or (shape[1] * 0.5) % 1 == 0.5
+
+
+def test_8k_downscale_matches_reference(rng):
+    run_and_check(R.random_image(rng, 4320, 7680), 640, "letterbox")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (120, 90), (300, 200)], ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_upscale_to_1280_matches_reference(rng, mode, shape):
+    run_and_check(R.random_image(rng, *shape), 1280, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mixed_size_batch_matches_reference(rng, mode):
+    images = R.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
+    run_and_check(images, 640, mode)
+
+
+def _views(rng) -> dict[str, object]:
+    """Non-contiguous inputs: each is a view (or list of views) fastdet must read in place."""
+    base = R.random_image(rng, 301, 403)
+    batch4d = rng.integers(0, 256, size=(3, 97, 131, 3), dtype=np.uint8)
+    return {
+        "row-slice": base[10:250, 7:300],
+        "step-slice": base[::2, ::3],
+        "flip-rows": base[::-1],
+        "flip-cols": base[:, ::-1],
+        "flip-both": base[::-3, ::-2],
+        "channel-reversed": base[..., ::-1],
+        "transposed": base.transpose(1, 0, 2),
+        "fortran-order": np.asfortranarray(base),
+        "batch4d": batch4d,
+        "batch4d-views": batch4d[::-1, 5:90, ::-2],
+        "list-of-views": [base[::-1, ::2], base[:50, :60][..., ::-1], base.transpose(1, 0, 2)],
+        "zero-strides": [
+            np.broadcast_to(base[:1], (50, 403, 3)),
+            np.broadcast_to(base[:1, :1], (7, 9, 3)),
+        ],
+        "read-only": np.frombuffer(base.tobytes(), np.uint8).reshape(base.shape),
+    }
+
+
+VIEW_KINDS = list(_views(np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("kind", VIEW_KINDS)
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_non_contiguous_input_matches_reference(rng, mode, kind):
+    images = _views(rng)[kind]
+    run_and_check(images, (320, 416), mode)
+
+
+OPTION_CASES = {
+    "swap_rb-false": dict(mode="letterbox", swap_rb=False),
+    "imagenet-mean-std": dict(
+        mode="letterbox", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    ),
+    "scalar-mean-std": dict(mode="stretch", mean=0.5, std=0.25),
+    "damo-stretch-scale1": dict(mode="stretch", scale=1.0),
+    "damo-legacy-topleft-scale1": dict(mode="topleft", scale=1.0),
+    "letterbox-pad0": dict(mode="letterbox", pad_value=0),
+    "letterbox-pad-fraction": dict(mode="letterbox", pad_value=127.5),
+    "topleft-pad114-bgr": dict(mode="topleft", pad_value=114, swap_rb=False),
+    "scale1-mean-std-bgr": dict(
+        mode="letterbox",
+        scale=1.0,
+        mean=(103.5, 116.3, 123.7),
+        std=(57.4, 57.1, 58.4),
+        swap_rb=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_options_match_reference(rng, case):
+    options = dict(OPTION_CASES[case])
+    mode = options.pop("mode")
+    images = R.random_images(rng, [(479, 641), (200, 120)])
+    run_and_check(images, 640, mode, **options)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_float16_output_matches_reference(rng, mode):
+    images = R.random_images(rng, [(479, 641), (1081, 1919)])
+    run_and_check(images, 640, mode, dtype="float16")
+    run_and_check(images, 640, mode, dtype=np.float16, scale=1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("mode", MODES)
+def test_writes_into_out(rng, mode, dtype):
+    images = R.random_images(rng, [(479, 641), (3, 5)])
+    out = np.full((2, 3, 384, 640), np.nan, dtype=dtype)
+    batch, transforms = fastdet.preprocess(images, (384, 640), mode=mode, dtype=dtype, out=out)
+    assert batch is out
+    assert not np.isnan(out).any(), "some output elements were never written"
+    assert_matches_reference(out, transforms, images, (384, 640), mode, dtype=dtype)
+
+
+def test_out_from_a_bigger_buffer(rng):
+    """An engine's input binding is often one slice of a larger pinned buffer."""
+    buffer = np.full((4, 3, 320, 320), np.nan, dtype=np.float32)
+    images = R.random_images(rng, [(100, 300), (300, 100)])
+    batch, transforms = fastdet.preprocess(images, 320, out=buffer[1:3])
+    assert np.shares_memory(batch, buffer)
+    assert np.isnan(buffer[0]).all() and np.isnan(buffer[3]).all()
+    assert_matches_reference(buffer[1:3], transforms, images, 320, "letterbox")
+
+
+@pytest.mark.parametrize("target", [640, (384, 640)], ids=lambda t: f"to{t}")
+@pytest.mark.parametrize("stride", [32, 64])
+@pytest.mark.parametrize(
+    "shape",
+    [(480, 640), (1081, 1919), (1919, 1081), (333, 500), (1, 7), (640, 640), (100, 2000)],
+    ids=str,
+)
+def test_stride_letterbox_is_detect_py_minimal_rectangle(rng, shape, stride, target):
+    image = R.random_image(rng, *shape)
+    batch, transforms = run_and_check(image, target, "letterbox", stride=stride)
+    expected = R.letterbox_canvas(*shape, target, stride)
+    assert transforms[0].input_size == expected
+    assert batch.shape[2:] == expected
+
+
+def test_stride_letterbox_batch_takes_largest_rectangle(rng):
+    images = R.random_images(rng, [(480, 640), (640, 480), (333, 500)])
+    batch, transforms = run_and_check(images, 640, "letterbox", stride=32)
+    assert {t.input_size for t in transforms} == {batch.shape[2:]}
+
+
+@pytest.mark.parametrize("shape", [(100, 150), (1, 1), (639, 3), (480, 640), (1081, 1919)], ids=str)
+@pytest.mark.parametrize("mode", ["letterbox", "topleft"])
+def test_scaleup_false_matches_reference(rng, mode, shape):
+    run_and_check(R.random_image(rng, *shape), 640, mode, scaleup=False)
+
+
+@pytest.mark.parametrize("shape", [(100, 150), (333, 500), (480, 640)], ids=str)
+def test_scaleup_false_with_stride_matches_reference(rng, shape):
+    """letterbox(auto=True, scaleup=False): the stride rectangle is around the unscaled image."""
+    run_and_check(R.random_image(rng, *shape), 640, "letterbox", scaleup=False, stride=32)
+
+
+def test_thread_counts_match_reference(rng, num_threads):
+    images = R.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
+    assert fastdet.get_num_threads() == num_threads
+    run_and_check(images, 640, "letterbox")
+    run_and_check(images, (384, 640), "stretch", dtype="float16")
+
+
+def test_thread_counts_give_identical_output(rng):
+    images = R.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
+    before = fastdet.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            fastdet.set_num_threads(n)
+            results.append(fastdet.preprocess(images, 640)[0])
+    finally:
+        fastdet.set_num_threads(before)
+    assert np.array_equal(results[0], results[1])
+
+
+# A small workload run in a subprocess with FASTDET_CPU_KERNELS=baseline (read once per process).
+_KERNEL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import fastdet
+    from fastdet import _core
+    out_dir = sys.argv[1]
+    rng = np.random.default_rng(1234)
+    shapes = [(479, 641), (1, 7), (1081, 1919)]
+    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in shapes]
+    results = {}
+    for mode in ("letterbox", "stretch", "topleft"):
+        for dtype in ("float32", "float16"):
+            batch, _ = fastdet.preprocess([im[::-1] for im in images], 320, mode=mode, dtype=dtype)
+            np.save(f"{out_dir}/{mode}-{dtype}.npy", batch)
+    print(json.dumps({"kernels": _core.cpu_kernels()}))
+    """
+)
+
+
+def _run_kernel_script(tmp_path: Path, kernels: str | None) -> tuple[str, Path]:
+    env = dict(os.environ)
+    env.pop("FASTDET_CPU_KERNELS", None)
+    if kernels is not None:
+        env["FASTDET_CPU_KERNELS"] = kernels
+    package_root = str(Path(fastdet.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    out_dir = tmp_path / (kernels or "default")
+    out_dir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", _KERNEL_SCRIPT, str(out_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])["kernels"], out_dir
+
+
+def test_cpu_kernel_variants_match_reference(tmp_path):
+    """Both row-kernel variants (AVX2 when the CPU has it, and the portable baseline)."""
+    assert _core.cpu_kernels() in ("avx2", "baseline")
+    baseline, baseline_dir = _run_kernel_script(tmp_path, "baseline")
+    assert baseline == "baseline"
+    default, default_dir = _run_kernel_script(tmp_path, None)
+    assert default in ("avx2", "baseline")
+    if os.environ.get("FASTDET_CPU_KERNELS") != "baseline":
+        assert default == _core.cpu_kernels()
+
+    rng = np.random.default_rng(1234)
+    shapes = [(479, 641), (1, 7), (1081, 1919)]
+    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in shapes]
+    views = [im[::-1] for im in images]
+    for mode in MODES:
+        geos = R.batch_geometry(shapes, 320, mode)
+        transforms = [
+            fastdet.Transform(
+                g.mode, g.original_size, g.input_size, g.resized_size, g.offset, g.scale, g.pad
+            )
+            for g in geos
+        ]
+        for dtype in ("float32", "float16"):
+            for folder in (baseline_dir, default_dir):
+                batch = np.load(folder / f"{mode}-{dtype}.npy")
+                assert_matches_reference(batch, transforms, views, 320, mode, dtype=dtype)
+
+
+@pytest.mark.needs_coco
+@pytest.mark.parametrize("mode", MODES)
+def test_coco_photos_match_reference(coco_images, mode):
+    options = {"scale": 1.0} if mode != "letterbox" else {}
+    for start in range(0, len(coco_images), 16):
+        run_and_check(coco_images[start : start + 16], 640, mode, **options)
+
+
+@pytest.mark.needs_coco
+def test_coco_photos_float16_stride(coco_images):
+    run_and_check(coco_images[:8], 640, "letterbox", stride=32, dtype="float16")
