@@ -43,8 +43,9 @@ def coco_image_paths() -> list[Path]:
     """The COCO-mini photos named by FASTDET_COCO_MINI, or a skip saying how to get them."""
     folder = os.environ.get(COCO_ENV)
     if not folder:
-        pytest.skip(f"{COCO_ENV} is not set (a folder of COCO val2017 .jpg photos)")
-    paths = sorted(Path(folder).glob("*.jpg"))
+        pytest.skip(f"{COCO_ENV} is not set (the coco-mini folder: val2017/ + annotations/)")
+    root = Path(folder)
+    paths = sorted((root / "val2017").glob("*.jpg")) or sorted(root.glob("*.jpg"))
     if not paths:
         pytest.skip(f"{COCO_ENV}={folder} holds no .jpg files")
     return paths

@@ -304,6 +304,8 @@ def _class_list(classes: Sequence[int] | None, num_classes: int | None) -> list[
         return []
     if isinstance(classes, (int, np.integer)):
         classes = [int(classes)]
+    if isinstance(classes, np.ndarray):
+        classes = classes.tolist()
     high = None if num_classes is None else num_classes - 1
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not classes:
         fail(_FUNCTION, "classes", classes, "None or a non-empty list of class indices")

@@ -55,6 +55,8 @@ def _image_list(images: Any) -> list[np.ndarray]:
 def _size(size: Any) -> tuple[int, int]:
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
+    if isinstance(size, numbers.Number):
+        fail(_FUNCTION, "size", size, "an int or a (height, width) pair of ints", TypeError)
     if not isinstance(size, (tuple, list)) or len(size) != 2:
         fail(_FUNCTION, "size", size, "an int or a (height, width) pair")
     for side in size:
@@ -87,7 +89,7 @@ def _transforms(
     canvas = None
     if stride is not None:
         # One batch needs one shape: the largest of the images' minimal rectangles.
-        rects = [minimal_canvas(h, w, size, stride) for h, w in shapes]
+        rects = [minimal_canvas(h, w, size, stride, scaleup) for h, w in shapes]
         canvas = (max(r[0] for r in rects), max(r[1] for r in rects))
     return [make_transform(h, w, size, mode, scaleup, canvas) for h, w in shapes]
 

@@ -65,9 +65,11 @@ def resized_size(
     return (max(new[0], 1), max(new[1], 1)), r
 
 
-def minimal_canvas(height: int, width: int, size: tuple[int, int], stride: int) -> tuple[int, int]:
+def minimal_canvas(
+    height: int, width: int, size: tuple[int, int], stride: int, scaleup: bool
+) -> tuple[int, int]:
     """YOLOv7 detect.py's auto=True input: the smallest stride-multiple rectangle."""
-    (new_h, new_w), _ = resized_size(height, width, size, "letterbox", True)
+    (new_h, new_w), _ = resized_size(height, width, size, "letterbox", scaleup)
     return new_h + (size[0] - new_h) % stride, new_w + (size[1] - new_w) % stride
 
 

@@ -1,8 +1,9 @@
 // nms: greedy non-maximum suppression with torchvision semantics.
 //
 // Boxes are visited by score descending (ties: lower index first); a box is dropped when its IoU
-// with an already kept box of the same class is strictly greater than iou_threshold (see
-// nms_math.h for zero-area boxes). Boxes of different classes never suppress each other.
+// with an already kept box of the same class is strictly greater than iou_threshold, IoU and
+// threshold compared in float32 as torchvision's CUDA kernel does (see nms_math.h for zero-area
+// boxes). Boxes of different classes never suppress each other.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +16,8 @@ struct NmsOptions {
   int64_t max_det = -1;         // keep at most this many (-1: all)
   int64_t max_candidates = -1;  // consider only this many highest-scoring boxes (-1: all)
   // > 0: IoU is computed on boxes shifted by class * class_offset in float32, reproducing
-  // YOLOv7's class-offset trick (max_wh) to the rounding; 0: exact per-class boxes.
+  // YOLOv7's class-offset trick (max_wh) to the rounding, including its cross-class suppression
+  // when boxes span more than the offset; 0: exact per-class boxes.
   float class_offset = 0.f;
 };
 

@@ -15,12 +15,15 @@ struct ClassBoxes {
   std::vector<float> x1, y1, x2, y2, area;
   std::vector<int32_t> suppressed;
 
-  void load(const float* boxes, const std::vector<int32_t>& order, const int32_t* ranks,
-            int64_t count, float offset) {
+  // offset: class_offset * class, per box (YOLOv7's max_wh shift; 0 for exact per-class NMS).
+  void load(const float* boxes, const int32_t* classes, float class_offset,
+            const std::vector<int32_t>& order, const int32_t* ranks, int64_t count) {
     for (auto* v : {&x1, &y1, &x2, &y2, &area}) v->resize(count);
     suppressed.assign(count, 0);
     for (int64_t k = 0; k < count; ++k) {
-      const float* box = boxes + int64_t(order[ranks[k]]) * 4;
+      const int64_t index = order[ranks[k]];
+      const float* box = boxes + index * 4;
+      const float offset = classes ? class_offset * static_cast<float>(classes[index]) : 0.f;
       x1[k] = box[0] + offset;
       y1[k] = box[1] + offset;
       x2[k] = box[2] + offset;
@@ -29,6 +32,22 @@ struct ClassBoxes {
     }
   }
 };
+
+// With the class-offset trick, boxes of different classes can only meet when the boxes span at
+// least the offset; then one NMS over the shifted boxes reproduces YOLOv7 literally.
+bool offset_boxes_can_meet(const float* boxes, const std::vector<int32_t>& order,
+                           int64_t considered, float class_offset) {
+  if (class_offset <= 0.f || considered == 0) return false;
+  float low = boxes[int64_t(order[0]) * 4], high = low;
+  for (int64_t r = 0; r < considered; ++r) {
+    const float* box = boxes + int64_t(order[r]) * 4;
+    for (int i = 0; i < 4; ++i) {
+      low = std::min(low, box[i]);
+      high = std::max(high, box[i]);
+    }
+  }
+  return high - low >= class_offset;
+}
 
 // Greedy NMS over one class; appends the ranks (positions in score order) it keeps.
 void nms_one_class(ClassBoxes& c, const int32_t* ranks, int64_t count, float threshold,
@@ -67,11 +86,9 @@ std::vector<int64_t> nms_cpu(const float* boxes, const float* scores, const int3
   // Group the considered ranks by class, each group still in score order (counting sort).
   std::vector<int32_t> grouped(considered);
   std::vector<int64_t> group_begin;  // group g spans grouped[group_begin[g], group_begin[g+1])
-  std::vector<int32_t> group_class;
-  if (classes == nullptr) {
+  if (classes == nullptr || offset_boxes_can_meet(boxes, order, considered, options.class_offset)) {
     for (int64_t r = 0; r < considered; ++r) grouped[r] = static_cast<int32_t>(r);
     group_begin = {0, considered};
-    group_class = {0};
   } else {
     std::vector<int32_t> rank_class(considered);
     for (int64_t r = 0; r < considered; ++r) rank_class[r] = classes[order[r]];
@@ -90,10 +107,7 @@ std::vector<int64_t> nms_cpu(const float* boxes, const float* scores, const int3
                        [&](int32_t a, int32_t b) { return rank_class[a] < rank_class[b]; });
     }
     for (int64_t r = 0; r < considered; ++r) {
-      if (r == 0 || rank_class[grouped[r]] != rank_class[grouped[r - 1]]) {
-        group_begin.push_back(r);
-        group_class.push_back(rank_class[grouped[r]]);
-      }
+      if (r == 0 || rank_class[grouped[r]] != rank_class[grouped[r - 1]]) group_begin.push_back(r);
     }
     group_begin.push_back(considered);
   }
@@ -102,8 +116,7 @@ std::vector<int64_t> nms_cpu(const float* boxes, const float* scores, const int3
   for (size_t g = 0; g + 1 < group_begin.size(); ++g) {
     const int32_t* ranks = grouped.data() + group_begin[g];
     const int64_t count = group_begin[g + 1] - group_begin[g];
-    const float offset = options.class_offset * static_cast<float>(group_class[g]);
-    scratch.load(boxes, order, ranks, count, offset);
+    scratch.load(boxes, classes, options.class_offset, order, ranks, count);
     nms_one_class(scratch, ranks, count, options.iou_threshold, max_keep, kept_ranks);
   }
   std::sort(kept_ranks.begin(), kept_ranks.end());
