@@ -100,10 +100,11 @@ def test_cli_version():
     assert fastdet.__version__ in result.stdout
 
 
-def test_cli_bench_is_not_implemented_yet():
-    result = _cli("bench")
-    assert result.returncode != 0
-    assert "not implemented yet" in result.stdout + result.stderr
+def test_cli_bench_names_its_options():
+    result = _cli("bench", "--help")
+    assert result.returncode == 0
+    for option in ("--models", "--backends", "--batch", "--iters", "--save", "--weights", "--data"):
+        assert option in result.stdout
 
 
 def test_cli_without_a_command_fails():
