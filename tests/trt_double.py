@@ -526,7 +526,7 @@ class _TimingCache(_Bound):
 
 class _BuilderConfig(_Bound):
     def __init__(self) -> None:
-        self.flags: set[Any] = set()
+        self.flags: set[Any] = {self._trt.BuilderFlag.TF32}  # TensorRT's default
         self.pools: dict[MemoryPoolType, int] = {}
         self.profiles: list[_OptimizationProfile] = []
         self.calibration_profile: _OptimizationProfile | None = None
@@ -729,9 +729,11 @@ class _Builder(_Bound):
                 self._fail(record, "Calibration profile must be set for a dynamic network")
                 return None
             shape = list(profile.shapes[tensor.name][1])
+        # Explicit-batch networks take the batch from the input (or calibration profile)
+        # shape; the calibrator's own batch size must then be 1 (NVIDIA's Polygraphy returns 1).
         batch_size = calibrator.get_batch_size()
-        if batch_size != shape[0]:
-            self._fail(record, f"calibrator batch size {batch_size} != input batch {shape[0]}")
+        if batch_size != 1:
+            self._fail(record, f"calibrator batch size {batch_size} with an explicit batch")
             return None
         dtype = np.dtype(_TRT_TO_NUMPY[tensor.dtype])
         nbytes = int(np.prod(shape)) * dtype.itemsize

@@ -32,6 +32,8 @@ from fastdet.metadata import ModelMetadata
 SIDECAR_FORMAT = "fastdet.tensorrt-engine/1"
 INPUT_NAME = "images"
 _LOG = logging.getLogger("fastdet.tensorrt")
+# TensorRT's messages go to `logging`, silent unless the application configures it.
+_LOG.addHandler(logging.NullHandler())
 # TensorRT data types that have a numpy equivalent, by enum member name.
 _NUMPY_DTYPES = {
     "FLOAT": np.float32,

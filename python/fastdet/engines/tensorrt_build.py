@@ -395,7 +395,9 @@ def _make_calibrator(
             self._device = cu.DeviceBuffer(self._host.nbytes)
 
         def get_batch_size(self) -> int:
-            return int(shape[0])
+            # The network has an explicit batch dimension: TensorRT takes the batch from the
+            # input's (calibration profile) shape, so this is 1, as NVIDIA's Polygraphy has it.
+            return 1
 
         def get_batch(self, names: Any, *_: Any) -> list[int] | None:
             # Called from TensorRT's C++: an exception must not escape, so it is kept and
@@ -570,7 +572,7 @@ def _load_timing_cache(trt: Any, config: Any, path: Path | None) -> None:
             f"{_FUNCTION}: timing cache {path} does not fit this GPU or TensorRT; starting a "
             "new one",
             EngineCacheWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         config.set_timing_cache(config.create_timing_cache(b""), False)
 
@@ -600,6 +602,10 @@ def _build_plan(trt: Any, request: _Request) -> Any:
             trt.MemoryPoolType.WORKSPACE, int(request.workspace_gb * (1 << 30))
         )
     weak_typing = hasattr(trt.BuilderFlag, "FP16")
+    if facts.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        # TensorRT allows TF32 (10-bit mantissa products) by default; "fp32" means results
+        # that match the reference, so it is turned off. fp16/int8 keep it.
+        config.clear_flag(trt.BuilderFlag.TF32)
     if facts.precision == "fp16":
         if weak_typing:
             config.set_flag(trt.BuilderFlag.FP16)
