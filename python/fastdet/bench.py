@@ -133,7 +133,7 @@ def bench_one(
 ) -> BenchResult:
     from fastdet.detector import Detector
     from fastdet.zoo import info
-    from fastdet.zoo.build import family_module
+    from fastdet.zoo.builder import family_module
     from fastdet.zoo.flops import count_flops, count_params, meta_model
 
     model_info = info(model)

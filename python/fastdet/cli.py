@@ -80,7 +80,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _zoo(_: argparse.Namespace) -> int:
     from fastdet.zoo import MODELS
-    from fastdet.zoo.build import family_module
+    from fastdet.zoo.builder import family_module
     from fastdet.zoo.flops import count_flops, count_params, meta_model
 
     header = (

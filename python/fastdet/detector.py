@@ -225,7 +225,7 @@ class Detector:
         imgsz: Any,
     ) -> tuple[Engine, ModelSpec]:
         from fastdet.zoo import build
-        from fastdet.zoo.export import OUTPUT_NAMES, metadata_for
+        from fastdet.zoo.onnx_export import OUTPUT_NAMES, metadata_for
         from fastdet.zoo.info import info
 
         model_info = info(name)

@@ -26,13 +26,13 @@ def build(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int
     Without weights it has seeded random weights (the same for the same name and seed): good for
     timing and for checking pipelines, not for accuracy.
     """
-    from fastdet.zoo.build import build_module
+    from fastdet.zoo.builder import build_module
 
     return build_module(info(name), weights, seed)
 
 
 def export(name: str, path: str | os.PathLike[str], **kwargs: Any) -> Path:
-    """Exports a variant to ONNX; see fastdet.zoo.export.export_onnx for the options."""
-    from fastdet.zoo.export import export_onnx
+    """Exports a variant to ONNX; see fastdet.zoo.onnx_export.export_onnx for the options."""
+    from fastdet.zoo.onnx_export import export_onnx
 
     return export_onnx(name, path, **kwargs)

@@ -11,7 +11,7 @@ from fastdet import __version__
 from fastdet._checks import check_integer, fail
 from fastdet.coco import CLASS_NAMES
 from fastdet.metadata import ModelMetadata
-from fastdet.zoo.build import build_module, require
+from fastdet.zoo.builder import build_module, require
 from fastdet.zoo.info import ModelInfo, info
 
 _FUNCTION = "zoo.export"
