@@ -151,6 +151,7 @@ def test_buffers_copy_round_trip_and_free(trt: trt_double.FakeTensorRT) -> None:
     source.array[...] = np.arange(20, dtype=np.float32).reshape(4, 5)
     cu.memcpy_htod_async(device, source.array, stream)
     cu.memcpy_dtoh_async(target.array, device, stream)
+    assert not target.array.any() and cuda.pending(stream.handle) == 2  # queued, not done
     stream.synchronize()
     np.testing.assert_array_equal(target.array, source.array)
     view = target.array[1:]
@@ -313,7 +314,7 @@ def test_failed_execution_raises(
     assert state is not None
     stream = state.stream
     state.stream = cu.Stream()
-    trt.cuda.streams.discard(state.stream.handle)  # a stream TensorRT does not know
+    del trt.cuda.streams[state.stream.handle]  # a stream that no longer exists
     with pytest.raises(fastdet.CudaError):
         engine.infer(_batch(rng, 1))
     state.stream = stream

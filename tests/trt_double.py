@@ -6,8 +6,10 @@ without a GPU, with the documented semantics that fastdet relies on:
 - cuda.bindings.runtime: every call returns a tuple whose first item is a cudaError_t;
   "device" memory is host memory that only the double's copies and its engines may touch, and
   every copy is bounds-checked against the allocation it lands in (a wrong size fails loudly
-  instead of corrupting memory); streams and events are handles that must exist; any call can
-  be made to fail (`fail_next`).
+  instead of corrupting memory); work queued on a stream (copies, engine executions, event
+  records) runs in order only when the stream is synchronised, so a missing synchronise shows
+  as stale data; streams and events are handles that must exist; any call can be made to fail
+  (`fail_next`).
 - tensorrt (10.x by default; 11.x removes the weak-typing flags and the INT8 calibrator):
   Builder / NetworkDefinition / OnnxParser (parses with onnx) / BuilderConfig (flags, memory
   pool limits, optimization and calibration profiles, timing caches that check their device
@@ -19,8 +21,8 @@ without a GPU, with the documented semantics that fastdet relies on:
   corrupt one; ICudaEngine reports I/O tensors in TensorRT's order (inputs, then outputs in
   ONNX order) with -1 for dynamic dimensions; IExecutionContext validates set_input_shape
   against profile 0, needs every address and dynamic shape set, and execute_async_v3 reads the
-  inputs from and writes the outputs to the given device addresses (ctypes), on a stream that
-  must exist.
+  inputs from and writes the outputs to the given device addresses (ctypes) when the stream it
+  was queued on runs; the stream must exist.
 
 Numerics: every precision computes in the ONNX's own types (no FP16/INT8 rounding), so outputs
 equal onnxruntime's; only a real GPU run checks reduced-precision accuracy.
@@ -38,6 +40,7 @@ import threading
 import time
 import types
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +125,9 @@ class FakeCudaRuntime(types.ModuleType):
         self.fail_next: dict[str, cudaError_t] = {}
         self.device_memory: dict[int, Any] = {}
         self.pinned_memory: dict[int, Any] = {}
-        self.streams: set[int] = set()
+        self.streams: dict[int, list[Callable[[], None]]] = {}  # handle -> queued work
         self.events: dict[int, float | None] = {}
+        self.event_streams: dict[int, int] = {}  # event -> the stream it was last recorded on
         self._next_handle = 0x1000
         self._lock = threading.Lock()
 
@@ -149,6 +153,22 @@ class FakeCudaRuntime(types.ModuleType):
 
     def live_allocations(self) -> int:
         return len(self.device_memory) + len(self.pinned_memory)
+
+    def enqueue(self, stream: Any, work: Callable[[], None]) -> bool:
+        """Queues work on a stream (False: no such stream)."""
+        queue = self.streams.get(int(stream))
+        if queue is None:
+            return False
+        queue.append(work)
+        return True
+
+    def pending(self, stream: Any) -> int:
+        return len(self.streams.get(int(stream), ()))
+
+    def _drain(self, stream: int) -> None:
+        queue = self.streams[stream]
+        while queue:
+            queue.pop(0)()
 
     # memory
     def cudaMalloc(self, size: int) -> tuple[cudaError_t, int | None]:
@@ -203,7 +223,7 @@ class FakeCudaRuntime(types.ModuleType):
         }.get(cudaMemcpyKind(kind), False)
         if not ok:
             return (cudaError_t.cudaErrorInvalidValue,)
-        ctypes.memmove(dst, src, count)
+        self.enqueue(stream, lambda: ctypes.memmove(dst, src, count))
         return (cudaError_t.cudaSuccess,)
 
     # streams and events
@@ -214,7 +234,7 @@ class FakeCudaRuntime(types.ModuleType):
         if (error := self._enter("cudaStreamCreate")) is not None:
             return error, None
         handle = self._handle()
-        self.streams.add(handle)
+        self.streams[handle] = []
         return cudaError_t.cudaSuccess, cudaStream_t(handle)
 
     def cudaStreamSynchronize(self, stream: Any) -> tuple[cudaError_t]:
@@ -222,6 +242,7 @@ class FakeCudaRuntime(types.ModuleType):
             return (error,)
         if int(stream) not in self.streams:
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        self._drain(int(stream))
         return (cudaError_t.cudaSuccess,)
 
     def cudaStreamDestroy(self, stream: Any) -> tuple[cudaError_t]:
@@ -229,7 +250,8 @@ class FakeCudaRuntime(types.ModuleType):
             return (error,)
         if int(stream) not in self.streams:
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
-        self.streams.discard(int(stream))
+        self._drain(int(stream))  # CUDA finishes queued work before releasing the stream
+        del self.streams[int(stream)]
         return (cudaError_t.cudaSuccess,)
 
     def cudaEventCreate(self) -> tuple[cudaError_t, cudaEvent_t | None]:
@@ -242,9 +264,12 @@ class FakeCudaRuntime(types.ModuleType):
     def cudaEventRecord(self, event: Any, stream: Any) -> tuple[cudaError_t]:
         if (error := self._enter("cudaEventRecord")) is not None:
             return (error,)
-        if int(event) not in self.events or int(stream) not in self.streams:
+        handle = int(event)
+        if handle not in self.events or int(stream) not in self.streams:
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
-        self.events[int(event)] = time.perf_counter()
+        self.events[handle] = None
+        self.event_streams[handle] = int(stream)
+        self.enqueue(stream, lambda: self.events.__setitem__(handle, time.perf_counter()))
         return (cudaError_t.cudaSuccess,)
 
     def cudaEventSynchronize(self, event: Any) -> tuple[cudaError_t]:
@@ -252,14 +277,19 @@ class FakeCudaRuntime(types.ModuleType):
             return (error,)
         if int(event) not in self.events:
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        stream = self.event_streams.get(int(event))
+        if stream in self.streams:
+            self._drain(stream)
         return (cudaError_t.cudaSuccess,)
 
     def cudaEventElapsedTime(self, start: Any, end: Any) -> tuple[cudaError_t, float | None]:
         if (error := self._enter("cudaEventElapsedTime")) is not None:
             return error, None
-        t0, t1 = self.events.get(int(start)), self.events.get(int(end))
-        if t0 is None or t1 is None:
+        if int(start) not in self.events or int(end) not in self.events:
             return cudaError_t.cudaErrorInvalidResourceHandle, None
+        t0, t1 = self.events[int(start)], self.events[int(end)]
+        if t0 is None or t1 is None:  # not recorded, or its stream has not reached it
+            return cudaError_t.cudaErrorNotReady, None
         return cudaError_t.cudaSuccess, (t1 - t0) * 1e3
 
     def cudaEventDestroy(self, event: Any) -> tuple[cudaError_t]:
@@ -879,46 +909,53 @@ class _ExecutionContext(_Bound):
         if int(stream_handle) not in cuda.streams:
             self._error("enqueueV3: invalid stream handle")
             return False
-        feeds = {}
+        shapes: dict[str, Dims] = {}
         for name, (_, dtype) in self.engine.inputs.items():
             shape = self.shapes[name]
             if shape is None:
                 self._error(f"enqueueV3: input shape of {name} not specified")
                 return False
-            array = self._read(name, shape, dtype)
-            if array is None:
+            nbytes = int(np.prod(shape)) * np.dtype(_TRT_TO_NUMPY[dtype]).itemsize
+            if not self._check_address(name, nbytes):
                 return False
-            feeds[name] = array
-        for name in self.engine.outputs:
-            if name not in self.addresses:
-                self._error(f"enqueueV3: address of {name} not set")
+            shapes[name] = shape
+        outputs: dict[str, tuple[int, Dims, np.dtype]] = {}
+        for name, (_, dtype) in self.engine.outputs.items():
+            shape = self.get_tensor_shape(name)
+            np_dtype = np.dtype(_TRT_TO_NUMPY[dtype])
+            if not self._check_address(name, int(np.prod(shape)) * np_dtype.itemsize):
                 return False
-        results = self.engine.session().run(list(self.engine.outputs), feeds)
-        for name, result in zip(self.engine.outputs, results, strict=True):
-            dtype = np.dtype(_TRT_TO_NUMPY[self.engine.outputs[name][1]])
-            expected = tuple(self.get_tensor_shape(name))
-            if tuple(result.shape) != expected:
-                self._error(f"enqueueV3: output {name} shape {result.shape} != {expected}")
-                return False
-            data = np.ascontiguousarray(result, dtype=dtype)
-            ptr = self.addresses[name]
-            if not cuda.is_device_range(ptr, data.nbytes):
-                self._error(f"enqueueV3: address of {name} is not device memory of {data.nbytes} B")
-                return False
-            ctypes.memmove(ptr, data.ctypes.data, data.nbytes)
-        self.executions += 1
+            outputs[name] = (self.addresses[name], shape, np_dtype)
+        inputs = {n: (self.addresses[n], s, self.engine.inputs[n][1]) for n, s in shapes.items()}
+        # The work runs when the stream reaches it: inputs are read then, not now.
+        cuda.enqueue(stream_handle, lambda: self._run(inputs, outputs))
         return True
 
-    def _read(self, name: str, shape: Dims, dtype: DataType) -> np.ndarray | None:
-        np_dtype = np.dtype(_TRT_TO_NUMPY[dtype])
-        nbytes = int(np.prod(shape)) * np_dtype.itemsize
+    def _check_address(self, name: str, nbytes: int) -> bool:
         ptr = self.addresses.get(name)
         if ptr is None:
             self._error(f"enqueueV3: address of {name} not set")
-            return None
+            return False
         if not self._trt.cuda.is_device_range(ptr, nbytes):
             self._error(f"enqueueV3: address of {name} is not device memory of {nbytes} B")
-            return None
+            return False
+        return True
+
+    def _run(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        feeds = {
+            name: self._read(ptr, shape, dtype) for name, (ptr, shape, dtype) in inputs.items()
+        }
+        results = self.engine.session().run(list(outputs), feeds)
+        for (ptr, shape, dtype), result in zip(outputs.values(), results, strict=True):
+            if tuple(result.shape) != tuple(shape):
+                raise AssertionError(f"fake_tensorrt: output shape {result.shape} != {shape}")
+            data = np.ascontiguousarray(result, dtype=dtype)
+            ctypes.memmove(ptr, data.ctypes.data, data.nbytes)
+        self.executions += 1
+
+    def _read(self, ptr: int, shape: Dims, dtype: DataType) -> np.ndarray:
+        np_dtype = np.dtype(_TRT_TO_NUMPY[dtype])
+        nbytes = int(np.prod(shape)) * np_dtype.itemsize
         raw = (ctypes.c_char * nbytes).from_address(ptr)
         return np.frombuffer(raw, dtype=np_dtype).reshape(shape).copy()
 
