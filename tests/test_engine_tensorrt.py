@@ -917,6 +917,10 @@ def _real_tensorrt_reason() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "the real tensorrt package is not installed (pip install 'fastdet[tensorrt]')"
     try:
+        importlib.import_module("tensorrt")
+    except Exception as error:
+        return f"the real tensorrt package does not import: {error}"
+    try:
         count = cu.device_count()
     except ImportError as error:
         return str(error)

@@ -10,10 +10,13 @@ renamed, sidecar first and engine last, so a killed process never leaves a usabl
 corrupt entry. A cached engine that TensorRT cannot deserialize, or whose sidecar records another
 GPU, compute capability or TensorRT version, is rebuilt with an EngineCacheWarning.
 
-INT8 calibration (TensorRT 10; TensorRT 11 removed implicit quantization) feeds TensorRT's
-entropy calibrator with batches made by fastdet.preprocess using the model's own preprocessing,
-read from the fastdet metadata of its ONNX export, so the scales are measured on exactly the
-tensors the engine will see.
+Precisions: "fp32" builds with TF32 off (results that match the reference); "fp16" sets
+BuilderFlag.FP16 on TensorRT 10, and on TensorRT 11 (strongly typed only) needs an fp16 ONNX
+export; "int8" (TensorRT 10 only: 11 removed implicit quantization) also allows FP16 for the
+layers without INT8 kernels. INT8 calibration feeds TensorRT's entropy calibrator with batches
+made by fastdet.preprocess using the model's own preprocessing, read from the fastdet metadata
+of its ONNX export, so the scales are measured on exactly the tensors the engine will see; the
+calibration cache is kept in the cache folder.
 """
 
 from __future__ import annotations
@@ -827,8 +830,8 @@ def build_engine(
     Args:
         onnx_path: the model; its input `images` (or its only input) is [B, C, H, W].
         output: also copy the engine (and its `.json` sidecar) to this file.
-        precision: "fp32", "fp16" or "int8" (INT8 needs TensorRT 10 and `calib_dir`; on
-            TensorRT 11, "fp16" needs an fp16 ONNX export).
+        precision: "fp32" (TF32 off), "fp16" or "int8" (INT8 needs TensorRT 10 and
+            `calib_dir`; on TensorRT 11, "fp16" needs an fp16 ONNX export).
         batch: a static batch N, or a dynamic (min, opt, max) range; default: the ONNX's static
             batch, or DEFAULT_DYNAMIC_BATCH for a dynamic-batch ONNX.
         calib_dir: INT8 only: a folder of calibration images (.jpg/.png/.bmp).
