@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,11 @@ def export_onnx(
     handle, temporary = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
     os.close(handle)
     try:
-        with torch.no_grad():
+        # The TorchScript exporter is chosen on purpose: it writes the opsets of the official
+        # exports (11/12) without extra dependencies; torch >= 2.9 flags it and its internals
+        # as deprecated, which says nothing about the exported model.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 model,
                 (example,),
