@@ -15,6 +15,7 @@ import numpy as np
 import fastdet
 from fastdet import _core
 from fastdet.bench import DEFAULT_MODELS as DEFAULT_BENCH_MODELS
+from fastdet.engines.tensorrt_cli import add_build_command
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--half", action="store_true", help="fp16 weights and I/O")
     export.add_argument("--opset", type=int, help="ONNX opset (default: the official export's)")
     export.set_defaults(run=_export)
+    add_build_command(commands)
     validate = commands.add_parser("val", help="COCO mAP with the family's official settings")
     validate.add_argument("--model", required=True, help="a zoo name, .onnx or engine file")
     validate.add_argument("--data", required=True, help="COCO folder (val2017/ + annotations/)")

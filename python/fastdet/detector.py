@@ -14,6 +14,7 @@ import numpy as np
 
 import fastdet
 from fastdet._checks import check_choice, check_integer, check_real, fail
+from fastdet.cache import cache_dir
 from fastdet.detections import Detections
 from fastdet.engines.base import Engine
 from fastdet.model_spec import ModelSpec, infer_spec, spec_from_metadata
@@ -25,14 +26,6 @@ from fastdet.zoo.info import thresholds
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def cache_dir() -> Path:
-    """fastdet's cache: $FASTDET_CACHE, else $XDG_CACHE_HOME/fastdet, else ~/.cache/fastdet."""
-    if os.environ.get("FASTDET_CACHE"):
-        return Path(os.environ["FASTDET_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fastdet"
 
 
 def _resolve_device(device: str, backend: str) -> str:
@@ -225,8 +218,8 @@ class Detector:
         imgsz: Any,
     ) -> tuple[Engine, ModelSpec]:
         from fastdet.zoo import build
-        from fastdet.zoo.onnx_export import OUTPUT_NAMES, metadata_for
         from fastdet.zoo.info import info
+        from fastdet.zoo.onnx_export import OUTPUT_NAMES, metadata_for
 
         model_info = info(name)
         if backend == "torch":
@@ -355,7 +348,8 @@ class Detector:
         self, engine: Engine, chunk: list[np.ndarray], overrides: dict[str, Any]
     ) -> list[Detections]:
         spec = self.spec
-        rows = engine.max_batch or len(chunk)
+        # A static-batch engine always runs its full batch: the unused rows are left at zero.
+        rows = len(chunk) if engine.dynamic_batch else (engine.max_batch or len(chunk))
         t0 = time.perf_counter()
         buffer = np.zeros((rows, 3, *spec.input_size), dtype=engine.input.dtype)
         _, transforms = preprocess(

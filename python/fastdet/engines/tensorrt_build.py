@@ -21,12 +21,10 @@ calibration cache is kept in the cache folder.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -37,6 +35,7 @@ import fastdet
 import numpy as np
 from fastdet import cuda_runtime as cu
 from fastdet._checks import check_integer, fail
+from fastdet.cache import atomic_write, cache_dir
 from fastdet.engines.tensorrt import (
     INPUT_NAME,
     SIDECAR_FORMAT,
@@ -66,44 +65,6 @@ _FUNCTION = "build_engine"
 class EngineCacheWarning(UserWarning):
     """A cached engine was unusable (corrupt, or built for another GPU or TensorRT) and is
     being rebuilt."""
-
-
-def cache_dir() -> Path:
-    """fastdet's cache folder: $FASTDET_CACHE, else $XDG_CACHE_HOME/fastdet, else
-    ~/.cache/fastdet."""
-    explicit = os.environ.get("FASTDET_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "fastdet"
-    return Path.home() / ".cache" / "fastdet"
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
-    """Writes `data` to `path` so that `path` holds either its old content or all of `data`:
-    a temporary file in the same folder, fsync, rename, fsync of the folder."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
-    with contextlib.suppress(OSError):  # not every filesystem lets a folder be fsynced
-        folder = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
 
 
 # --- ONNX facts, read from the protobuf wire format (no onnx dependency at build time) -------

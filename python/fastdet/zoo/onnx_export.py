@@ -10,6 +10,7 @@ from typing import Any
 
 from fastdet import __version__
 from fastdet._checks import check_integer, fail
+from fastdet.cache import atomic_write
 from fastdet.coco import CLASS_NAMES
 from fastdet.metadata import ModelMetadata
 from fastdet.zoo.builder import build_module, require
@@ -124,8 +125,7 @@ def export_onnx(
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)
-        onnx.save(proto, temporary)
-        os.replace(temporary, target)
+        atomic_write(target, proto.SerializeToString())
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
