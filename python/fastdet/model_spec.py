@@ -58,13 +58,13 @@ def _infer_format(outputs: tuple[TensorSpec, ...]) -> tuple[str | None, str | No
     ranks = tuple(len(t.shape) for t in outputs)
     if names == _END2END_NAMES or (len(outputs) == 4 and ranks == (2, 3, 2, 2)):
         return "end2end", None
-    if len(outputs) == 1 and ranks == (3,) and (outputs[0].shape[2] or 0) >= 6:
-        return "yolov7", "yolov7"
+    if len(outputs) == 1 and ranks == (3,) and (outputs[0].shape[2] or 6) >= 6:
+        return "yolov7", "yolov7"  # the --grid export; an unknown last dim is taken on trust
     if len(outputs) == 1 and ranks == (2,) and outputs[0].shape[1] == 7:
         return "max-wh", "yolov7"
     if len(outputs) >= 3 and all(r == 5 for r in ranks):
         return "yolov7-raw", "yolov7"
-    if len(outputs) == 2 and ranks == (3, 3) and outputs[1].shape[2] == 4:
+    if len(outputs) == 2 and ranks == (3, 3) and outputs[1].shape[2] in (4, None):
         return "damo", "damo"
     return None, None
 
