@@ -9,6 +9,8 @@ from __future__ import annotations
 from fastdet import _core
 from fastdet._checks import check_integer
 from fastdet.detections import Detections
+from fastdet.detector import Detector
+from fastdet.evaluate import coco_eval, val
 from fastdet.nms import nms
 from fastdet.postprocess import FORMATS, postprocess
 from fastdet.preprocess import preprocess
@@ -47,12 +49,15 @@ __all__ = [
     "WITH_CUDA",
     "CudaError",
     "Detections",
+    "Detector",
     "Transform",
     "__version__",
+    "coco_eval",
     "cuda_is_available",
     "get_num_threads",
     "nms",
     "postprocess",
     "preprocess",
     "set_num_threads",
+    "val",
 ]
