@@ -20,4 +20,7 @@ PYBIND11_MODULE(_core, m) {
   fastdet::register_preprocess(m);
   fastdet::register_nms(m);
   fastdet::register_postprocess(m);
+#if defined(FASTDET_WITH_CUDA)
+  fastdet::register_cuda(m);
+#endif
 }

@@ -4,17 +4,10 @@
 #include <array>
 #include <cstring>
 
+#include "common/score_key.h"
+
 namespace fastdet {
 namespace {
-
-// Maps a float to an unsigned key whose ascending order is the float's descending order.
-uint32_t descending_key(float score) {
-  if (score == 0.f) score = 0.f;  // -0 and +0 tie, as they compare equal
-  uint32_t bits;
-  std::memcpy(&bits, &score, sizeof bits);
-  const uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return ~ascending;
-}
 
 constexpr int64_t kRadixThreshold = 256;  // below it a comparison sort is faster
 

@@ -4,10 +4,22 @@
 // with an already kept box of the same class is strictly greater than iou_threshold, IoU and
 // threshold compared in float32 as torchvision's CUDA kernel does (see nms_math.h for zero-area
 // boxes). Boxes of different classes never suppress each other.
+//
+// The CUDA implementation (nms_cuda.cu) keeps these semantics exactly: it visits candidates in the
+// same order (keys of common/score_key.h) and tests pairs with the same iou_above (nms_math.h).
+// Greedy NMS per class equals greedy NMS over all candidates in score order where a box is tested
+// only against the kept boxes of its class; with at most max_det kept overall, the walk stops at
+// the max_det-th kept box, as the per-class lists cut to max_det and merged by score would.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
+
+#if defined(FASTDET_WITH_CUDA)
+#include "runtime/cuda_buffer.h"
+#endif
 
 namespace fastdet {
 
@@ -25,5 +37,42 @@ struct NmsOptions {
 // Returns the kept indices, score-descending.
 std::vector<int64_t> nms_cpu(const float* boxes, const float* scores, const int32_t* classes,
                              int64_t n, const NmsOptions& options);
+
+#if defined(FASTDET_WITH_CUDA)
+// An (n, 4) boxes / (n,) scores / (n,) classes problem in device memory, or in host memory when
+// on_host (uploaded through pinned staging first). Strides are in elements.
+struct NmsCudaInput {
+  const float* boxes;
+  int64_t box_strides[2];
+  const float* scores;
+  int64_t score_stride;
+  const void* classes;  // int32 or int64 (classes_int64), or nullptr
+  bool classes_int64;
+  int64_t class_stride;
+  int64_t n;
+  bool on_host;
+};
+
+// The CUDA nms op with its workspace (grown only when a bigger problem arrives). enqueue() queues
+// everything on `stream` without host synchronisation; once the stream is synchronised,
+// kept_count() and the kept indices (device_indices(), int64, score-descending) are valid.
+class NmsCuda {
+ public:
+  NmsCuda();
+  ~NmsCuda();
+  void enqueue(const NmsCudaInput& input, const NmsOptions& options, StreamHandle stream);
+  // After synchronising the enqueue's stream: the number kept; throws ValueError (naming the
+  // first non-finite value, as nms_cpu's caller does) when the input was not finite.
+  int64_t kept_count();
+  const int64_t* device_indices() const;
+  std::mutex& mutex() { return mutex_; }
+
+  struct Workspace;
+
+ private:
+  std::mutex mutex_;
+  std::unique_ptr<Workspace> workspace_;
+};
+#endif
 
 }  // namespace fastdet

@@ -12,9 +12,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "ops/postprocess/decode_math.h"
+#if defined(FASTDET_WITH_CUDA)
+#include "runtime/cuda_buffer.h"
+#endif
 
 namespace fastdet {
 
@@ -84,5 +89,65 @@ std::vector<DetectionList> postprocess_end2end_cpu(const End2EndOutput& output,
 
 // Maps n boxes (n x 4, in place) from network-input pixels to the original image.
 void boxes_to_original_cpu(float* boxes, int64_t n, const BoxTransform& transform);
+
+#if defined(FASTDET_WITH_CUDA)
+enum class CudaOutputFormat { YoloV7, YoloV7Raw, Damo };
+
+// One engine output: float32 or float16 (half), in device memory or, when the input is on_host,
+// C-contiguous host memory. Strides in elements.
+struct CudaTensor {
+  const void* data;
+  bool half;
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;
+};
+
+struct PostprocessCudaInput {
+  CudaOutputFormat format;
+  // yolov7: [output]; yolov7-raw: the levels, P3 first; damo: [scores, boxes].
+  std::vector<CudaTensor> tensors;
+  std::vector<float> strides;               // yolov7-raw: per level
+  std::vector<std::vector<float>> anchors;  // yolov7-raw: per level, (w, h) pairs
+  bool on_host = false;
+};
+
+// The CUDA postprocess with its workspace, same contract and results as the CPU functions above
+// for the yolov7, yolov7-raw and damo formats.
+//
+// enqueue() queues decode + candidate selection + NMS + mapping back + clipping and the copy of a
+// compact result (per image: the count, then up to max_det rows of x1 y1 x2 y2 score class) into
+// pinned memory, all on `stream`, without host synchronisation. The workspace is sized by the
+// first call of a shape and grows only when a bigger one arrives, so repeated calls allocate
+// nothing and a CUDA graph can capture a call (after one eager call of the same shapes). The
+// thresholds, transforms and class filter are per-call values that the kernels read from device
+// memory, uploaded inside the call from a pinned block: set_call_values() rewrites that block for
+// the next replay of a captured call.
+class PostprocessCuda {
+ public:
+  PostprocessCuda();
+  ~PostprocessCuda();
+  void enqueue(const PostprocessCudaInput& input, const std::vector<BoxTransform>& transforms,
+               const PostprocessOptions& options, StreamHandle stream);
+  // The values a replay of the last enqueue will use; only when no run of it is in flight.
+  void set_call_values(const std::vector<BoxTransform>& transforms, float conf, float iou,
+                       const std::vector<int32_t>& classes);
+  // After the stream of the last run is synchronised: its detections, one list per image.
+  // Throws ValueError, as the CPU functions do, when a candidate was not finite.
+  std::vector<DetectionList> results();
+  // The last run's compact result on the device: counts [batch] int32, rows
+  // [batch][max_det][6] float32 (valid until the next enqueue).
+  const int32_t* device_counts() const;
+  const float* device_rows() const;
+  int64_t batch() const;
+  int64_t max_det() const;
+  std::mutex& mutex() { return mutex_; }
+
+  struct Workspace;
+
+ private:
+  std::mutex mutex_;
+  std::unique_ptr<Workspace> workspace_;
+};
+#endif
 
 }  // namespace fastdet

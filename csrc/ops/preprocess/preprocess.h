@@ -7,12 +7,18 @@
 //   coordinate (dst + 0.5) * src/dst - 0.5, clamped to the edge.
 // - Output channel c takes input channel source_channel[c]; value = input * mul[c] + add[c];
 //   padding = pad[c]. The output is a C-contiguous (N, 3, H, W) float32 or float16 array.
+// - Both implementations blend the two source rows first, then the two columns, in float32
+//   (linear_tap below gives both the same taps); float16 rounds to nearest even.
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "common/host_device.h"
+#if defined(FASTDET_WITH_CUDA)
+#include "runtime/cuda_buffer.h"
+#endif
 
 namespace fastdet {
 
@@ -72,8 +78,29 @@ FASTDET_HOST_DEVICE LinearTap linear_tap(int64_t dst_index, double src_per_dst, 
   return {first, second, weight};
 }
 
+// Throws ValueError unless every image is non-empty and every placement fits the output.
+void check_preprocess_arguments(const std::vector<ImageView>& images,
+                                const std::vector<Placement>& placements, const OutputPlanes& out);
+
 void preprocess_cpu(const std::vector<ImageView>& images, const std::vector<Placement>& placements,
                     const PixelMap& pixel_map, const OutputPlanes& out);
+
+#if defined(FASTDET_WITH_CUDA)
+// The CUDA preprocess: one kernel launch per 32 images of any sizes, each thread writing 4
+// adjacent output pixels of all 3 planes. `out.data` is device memory (an engine's input
+// binding, for instance); the images are device memory, or host memory when images_on_host
+// (uploaded through pinned staging first). Queued on `stream` without host synchronisation.
+class PreprocessCuda {
+ public:
+  void run(const std::vector<ImageView>& images, bool images_on_host,
+           const std::vector<Placement>& placements, const PixelMap& pixel_map,
+           const OutputPlanes& out, StreamHandle stream);
+
+ private:
+  std::mutex mutex_;
+  HostUploader uploader_;
+};
+#endif
 
 // Which row loops preprocess_cpu runs on this CPU: "avx2" or "baseline".
 const char* preprocess_cpu_kernels_name();

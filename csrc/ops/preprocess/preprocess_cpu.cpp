@@ -176,12 +176,10 @@ const char* preprocess_cpu_kernels_name() {
                                                                                   : "avx2";
 }
 
-void preprocess_cpu(const std::vector<ImageView>& images, const std::vector<Placement>& placements,
-                    const PixelMap& pixel_map, const OutputPlanes& out) {
+void check_preprocess_arguments(const std::vector<ImageView>& images,
+                                const std::vector<Placement>& placements, const OutputPlanes& out) {
   FASTDET_CHECK(images.size() == placements.size(), "preprocess: ", images.size(), " images but ",
                 placements.size(), " placements");
-  std::vector<ImagePlan> plans;
-  plans.reserve(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
     const ImageView& image = images[i];
     const Placement& place = placements[i];
@@ -193,8 +191,15 @@ void preprocess_cpu(const std::vector<ImageView>& images, const std::vector<Plac
                   "preprocess: placement of images[", i, "] (", place.resized_height, "x",
                   place.resized_width, " at ", place.top, ",", place.left,
                   ") does not fit the output ", out.height, "x", out.width);
-    plans.push_back(make_plan(image, place));
   }
+}
+
+void preprocess_cpu(const std::vector<ImageView>& images, const std::vector<Placement>& placements,
+                    const PixelMap& pixel_map, const OutputPlanes& out) {
+  check_preprocess_arguments(images, placements, out);
+  std::vector<ImagePlan> plans;
+  plans.reserve(images.size());
+  for (size_t i = 0; i < images.size(); ++i) plans.push_back(make_plan(images[i], placements[i]));
   if (out.type == OutputType::Float32) {
     run_rows(plans, pixel_map, pixel_map.pad, static_cast<float*>(out.data), out.height, out.width);
   } else {

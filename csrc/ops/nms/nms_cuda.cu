@@ -1,0 +1,676 @@
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cub/block/block_scan.cuh>
+#include <string>
+
+#include "common/check.h"
+#include "common/cuda_check.h"
+#include "ops/nms/nms.h"
+#include "ops/nms/nms_cuda.cuh"
+#include "ops/nms/nms_math.h"
+
+namespace fastdet {
+namespace gpu_nms {
+namespace {
+
+constexpr int kScanThreads = 1024;
+constexpr int kThreads = 256;
+constexpr int kChunk = 256;  // candidates resolved together; one per thread
+constexpr int kWords = kChunk / 64;
+static_assert(kThreads == kChunk, "the greedy kernel maps one thread to one chunk entry");
+
+__global__ void __launch_bounds__(kScanThreads) bin_scan_kernel(Candidates c) {
+  using Scan = cub::BlockScan<uint32_t, kScanThreads>;
+  __shared__ typename Scan::TempStorage temp;
+  constexpr int kQuads = int(kBins) / kScanThreads / 4;
+  const int64_t image = blockIdx.x;
+  uint4* quads = reinterpret_cast<uint4*>(c.bins + image * kBins) + threadIdx.x * kQuads;
+  uint32_t sum = 0;
+#pragma unroll 4
+  for (int i = 0; i < kQuads; ++i) {
+    const uint4 q = quads[i];
+    sum += q.x + q.y + q.z + q.w;
+  }
+  uint32_t start = 0;
+  uint32_t total = 0;
+  Scan(temp).ExclusiveSum(sum, start, total);
+#pragma unroll 4
+  for (int i = 0; i < kQuads; ++i) {
+    const uint4 q = quads[i];
+    uint4 starts;
+    starts.x = start;
+    starts.y = starts.x + q.x;
+    starts.z = starts.y + q.y;
+    starts.w = starts.z + q.z;
+    start = starts.w + q.w;
+    quads[i] = starts;
+  }
+  if (threadIdx.x == 0) c.counts[image] = total;
+}
+
+struct Shared {
+  uint64_t chunk[kChunk];   // keys as loaded
+  uint64_t sorted[kChunk];  // the same keys in order
+  float4 box[kChunk];       // boxes shifted by the class offset, as the IoU sees them
+  float area[kChunk];
+  long long cls[kChunk];
+  int suppressed[kChunk];         // by a box kept in an earlier chunk
+  uint64_t mask[kChunk][kWords];  // mask[i] bit j: i suppresses j (j > i), within the chunk
+  int newly[kChunk];
+  uint32_t removed[kChunk / 32];
+  float4 kept_box[kKeptCached];
+  float kept_area[kKeptCached];
+  long long kept_cls[kKeptCached];
+  uint32_t hist[256];
+  uint64_t select_prefix;
+  uint32_t select_rank;
+  uint32_t span[2];
+  int chunk_len;
+  int new_count;
+  // Chunk cursor: keys before `pos` (bins before `bin`) are consumed. A bin larger than a chunk
+  // ("big") is consumed 256 keys at a time: the keys of [big_lo, big_hi) above big_floor.
+  uint32_t pos;
+  uint32_t bin;
+  uint32_t load_lo;
+  uint32_t load_hi;
+  int big_active;
+  uint32_t big_lo;
+  uint32_t big_hi;
+  uint32_t big_bin;
+  uint32_t big_left;
+  uint64_t big_floor;
+};
+
+__device__ __forceinline__ void row_and_class(const GreedyArgs& a, uint32_t index, int64_t& row,
+                                              long long& cls) {
+  if (a.classes != nullptr) {
+    row = index;
+    cls =
+        a.classes_int64
+            ? static_cast<const long long*>(a.classes)[row * a.class_stride]
+            : static_cast<long long>(static_cast<const int32_t*>(a.classes)[row * a.class_stride]);
+  } else {
+    row = index / a.num_classes;
+    cls = index % a.num_classes;
+  }
+}
+
+// The m-th smallest (1-based) key among keys[lo, hi) greater than `floor`, where all those keys
+// share their top `known_bits` bits, `prefix`; m must not exceed their number. Block-wide.
+__device__ uint64_t block_select(const uint64_t* keys, uint32_t lo, uint32_t hi, uint64_t floor,
+                                 uint32_t m, uint64_t prefix, int known_bits, Shared& s) {
+  uint64_t mask = known_bits > 0 ? ~0ull << (64 - known_bits) : 0ull;
+  for (int shift = 64 - known_bits - 8; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += kThreads) s.hist[i] = 0;
+    if (threadIdx.x == 0) {
+      s.select_prefix = prefix;
+      s.select_rank = m;
+    }
+    __syncthreads();
+    for (uint32_t i = lo + threadIdx.x; i < hi; i += kThreads) {
+      const uint64_t k = keys[i];
+      if (k > floor && (k & mask) == prefix) atomicAdd(&s.hist[(k >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      const int lane = int(threadIdx.x);
+      uint32_t local[8];
+      uint32_t sum = 0;
+#pragma unroll
+      for (int d = 0; d < 8; ++d) {
+        local[d] = s.hist[lane * 8 + d];
+        sum += local[d];
+      }
+      uint32_t inclusive = sum;
+#pragma unroll
+      for (int offset = 1; offset < 32; offset <<= 1) {
+        const uint32_t v = __shfl_up_sync(kFullMask, inclusive, offset);
+        if (lane >= offset) inclusive += v;
+      }
+      const unsigned hit = __ballot_sync(kFullMask, inclusive >= m);
+      if (hit != 0 && lane == __ffs(hit) - 1) {
+        uint32_t before = inclusive - sum;
+        bool found = false;
+#pragma unroll
+        for (int d = 0; d < 8; ++d) {
+          if (!found && before + local[d] >= m) {
+            s.select_prefix = prefix | (uint64_t(lane * 8 + d) << shift);
+            s.select_rank = m - before;
+            found = true;
+          }
+          before += local[d];
+        }
+      }
+    }
+    __syncthreads();
+    prefix = s.select_prefix;
+    m = s.select_rank;
+    mask |= 0xffull << shift;
+    __syncthreads();
+  }
+  return prefix;
+}
+
+// The next chunk of keys, in key order, into s.sorted[0, s.chunk_len). Block-wide; only called
+// while keys remain.
+__device__ void load_chunk(const uint32_t* ends, const uint64_t* keys, Shared& s) {
+  if (threadIdx.x == 0 && !s.big_active) {
+    const uint32_t pos = s.pos;
+    uint32_t low = s.bin, high = kBins - 1;  // the first bin holding keys past pos
+    while (low < high) {
+      const uint32_t mid = (low + high) / 2;
+      if (ends[mid] > pos) {
+        high = mid;
+      } else {
+        low = mid + 1;
+      }
+    }
+    const uint32_t first_end = ends[low];
+    if (first_end - pos > uint32_t(kChunk)) {
+      s.big_active = 1;
+      s.big_lo = pos;
+      s.big_hi = first_end;
+      s.big_bin = low;
+      s.big_left = first_end - pos;
+      s.big_floor = 0;  // keys are never 0 (score_key.h)
+      s.bin = low + 1;
+      s.pos = first_end;
+    } else {
+      high = kBins - 1;  // the last bin ending within pos + kChunk
+      while (low < high) {
+        const uint32_t mid = (low + high + 1) / 2;
+        if (ends[mid] <= pos + uint32_t(kChunk)) {
+          low = mid;
+        } else {
+          high = mid - 1;
+        }
+      }
+      s.load_lo = pos;
+      s.load_hi = ends[low];
+      s.bin = low + 1;
+      s.pos = ends[low];
+    }
+  }
+  __syncthreads();
+  if (s.big_active) {
+    const uint32_t m = min(uint32_t(kChunk), s.big_left);
+    const uint64_t floor = s.big_floor;
+    const uint64_t kth = block_select(keys, s.big_lo, s.big_hi, floor, m,
+                                      uint64_t(s.big_bin) << (64 - kBinBits), kBinBits, s);
+    if (threadIdx.x == 0) s.chunk_len = 0;
+    __syncthreads();
+    for (uint32_t i = s.big_lo + threadIdx.x; i < s.big_hi; i += kThreads) {
+      const uint64_t k = keys[i];
+      if (k > floor && k <= kth) s.chunk[atomicAdd(&s.chunk_len, 1)] = k;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      s.big_floor = kth;
+      s.big_left -= m;
+      if (s.big_left == 0) s.big_active = 0;
+    }
+  } else {
+    const uint32_t lo = s.load_lo;
+    const int len = int(s.load_hi - lo);
+    for (int i = threadIdx.x; i < len; i += kThreads) s.chunk[i] = keys[lo + i];
+    if (threadIdx.x == 0) s.chunk_len = len;
+  }
+  __syncthreads();
+  // Rank sort: keys are unique, so each key's rank is the number of smaller keys.
+  const int len = s.chunk_len;
+  for (int t = threadIdx.x; t < len; t += kThreads) {
+    const uint64_t k = s.chunk[t];
+    int rank = 0;
+    for (int j = 0; j < len; ++j) rank += s.chunk[j] < k ? 1 : 0;
+    s.sorted[rank] = k;
+  }
+  __syncthreads();
+}
+
+// YOLOv7 compares classes only through the class offset: when the boxes of the considered
+// candidates span at least the offset, boxes of different classes can meet (nms_cpu.cpp). The
+// count pass gave the span of all candidates; with a candidate cap the span of the first
+// `limit` keys is computed exactly here (rare: only when the cheap bound does not decide).
+__device__ void considered_span(const GreedyArgs& a, int64_t image, uint32_t limit,
+                                const uint32_t* ends, const uint64_t* keys, const float4* boxes,
+                                Shared& s, float& low, float& high) {
+  if (threadIdx.x == 0) {
+    uint32_t lo = 0, hi = kBins - 1;  // the bin holding key number `limit` - 1
+    while (lo < hi) {
+      const uint32_t mid = (lo + hi) / 2;
+      if (ends[mid] >= limit) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    s.big_bin = lo;
+    s.big_lo = lo == 0 ? 0 : ends[lo - 1];
+    s.big_hi = ends[lo];
+    s.span[0] = 0;
+    s.span[1] = 0;
+  }
+  __syncthreads();
+  const uint32_t start = s.big_lo, end = s.big_hi, bin = s.big_bin;
+  const uint64_t kth = block_select(keys, start, end, 0, limit - start,
+                                    uint64_t(bin) << (64 - kBinBits), kBinBits, s);
+  SpanAccumulator span;
+  for (uint32_t i = threadIdx.x; i < end; i += kThreads) {
+    const uint64_t k = keys[i];
+    if (i < start || k <= kth) {
+      int64_t row;
+      long long cls;
+      row_and_class(a, uint32_t(k), row, cls);
+      const float4 b = boxes[row];
+      const float box[4] = {b.x, b.y, b.z, b.w};
+      span.add(box);
+    }
+  }
+  if (span.high) atomicMax(&s.span[0], span.high);
+  if (span.low) atomicMax(&s.span[1], span.low);
+  __syncthreads();
+  high = from_ordered_bits(s.span[0]);
+  low = from_ordered_bits(~s.span[1]);
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kThreads) greedy_nms_kernel(GreedyArgs a) {
+  __shared__ Shared s;
+  const int64_t image = blockIdx.x;
+  const Candidates& c = a.candidates;
+  const uint32_t count = c.counts[image];
+  const int64_t limit = a.max_candidates >= 0 ? min(int64_t(count), a.max_candidates) : count;
+  const float threshold = reinterpret_cast<const CallParams*>(a.params)->iou;
+  const BoxTransform transform = call_transforms(a.params)[image];
+  const uint32_t* ends = c.bins + image * kBins;
+  const uint64_t* keys = c.keys + image * c.capacity;
+  const float4* boxes = c.boxes + image * c.rows;
+  const bool offset_classes = !a.agnostic && a.class_offset > 0.f;
+  int64_t kept = 0;
+  if (limit > 0 && a.max_keep > 0) {
+    bool cross = a.agnostic;
+    if (offset_classes) {
+      float low = from_ordered_bits(~c.span[2 * image + 1]);
+      float high = from_ordered_bits(c.span[2 * image]);
+      if (limit < count && high - low >= a.class_offset) {
+        considered_span(a, image, uint32_t(limit), ends, keys, boxes, s, low, high);
+      }
+      cross = high - low >= a.class_offset;
+    }
+    if (threadIdx.x == 0) {
+      s.pos = 0;
+      s.bin = 0;
+      s.big_active = 0;
+    }
+    __syncthreads();
+    int64_t rank = 0;
+    while (rank < limit && kept < a.max_keep) {
+      load_chunk(ends, keys, s);
+      const int len = s.chunk_len;
+      const int eligible = int(min(int64_t(len), limit - rank));
+      const int t = int(threadIdx.x);
+
+      // Each candidate against the boxes kept so far.
+      if (t < eligible) {
+        const uint64_t key = s.sorted[t];
+        int64_t row;
+        long long cls;
+        row_and_class(a, uint32_t(key), row, cls);
+        const float4 b = boxes[row];
+        const float shift = offset_classes ? a.class_offset * static_cast<float>(cls) : 0.f;
+        const float4 sb = make_float4(b.x + shift, b.y + shift, b.z + shift, b.w + shift);
+        const float area = box_area(sb.x, sb.y, sb.z, sb.w);
+        s.box[t] = sb;
+        s.area[t] = area;
+        s.cls[t] = cls;
+        bool suppressed = false;
+        const int64_t cached = min(kept, kKeptCached);
+        for (int64_t j = 0; j < cached && !suppressed; ++j) {
+          if (!cross && s.kept_cls[j] != cls) continue;
+          const float4 k = s.kept_box[j];
+          suppressed = iou_above(k.x, k.y, k.z, k.w, s.kept_area[j], sb.x, sb.y, sb.z, sb.w, area,
+                                 threshold);
+        }
+        for (int64_t j = kKeptCached; j < kept && !suppressed; ++j) {
+          const int64_t g = image * a.max_keep + j;
+          if (!cross && a.kept_classes[g] != cls) continue;
+          const float4 k = a.kept_boxes[g];
+          suppressed = iou_above(k.x, k.y, k.z, k.w, a.kept_areas[g], sb.x, sb.y, sb.z, sb.w, area,
+                                 threshold);
+        }
+        s.suppressed[t] = suppressed ? 1 : 0;
+      }
+      __syncthreads();
+
+      // Which survivor suppresses which later survivor within the chunk.
+      for (int item = t; item < eligible * kWords; item += kThreads) {
+        const int i = item / kWords;
+        const int w = item % kWords;
+        uint64_t bits = 0;
+        if (!s.suppressed[i]) {
+          const float4 bi = s.box[i];
+          const float ai = s.area[i];
+          const long long ci = s.cls[i];
+          const int j_end = min(eligible, w * 64 + 64);
+          for (int j = max(i + 1, w * 64); j < j_end; ++j) {
+            if (s.suppressed[j] || (!cross && s.cls[j] != ci)) continue;
+            const float4 bj = s.box[j];
+            if (iou_above(bi.x, bi.y, bi.z, bi.w, ai, bj.x, bj.y, bj.z, bj.w, s.area[j],
+                          threshold)) {
+              bits |= 1ull << (j - w * 64);
+            }
+          }
+        }
+        s.mask[i][w] = bits;
+      }
+      const unsigned gone = __ballot_sync(kFullMask, t >= eligible || s.suppressed[t]);
+      if ((t & 31) == 0) s.removed[t / 32] = gone;
+      __syncthreads();
+
+      // The greedy scan itself: serial, over bit masks.
+      if (t == 0) {
+        uint64_t removed[kWords];
+#pragma unroll
+        for (int w = 0; w < kWords; ++w) {
+          removed[w] = uint64_t(s.removed[2 * w]) | (uint64_t(s.removed[2 * w + 1]) << 32);
+        }
+        const int64_t room = a.max_keep - kept;
+        int n = 0;
+#pragma unroll
+        for (int w = 0; w < kWords; ++w) {
+          while (n < room) {
+            const uint64_t available = ~removed[w];
+            if (available == 0) break;
+            const int b = __ffsll(static_cast<long long>(available)) - 1;
+            const int i = w * 64 + b;
+            s.newly[n++] = i;
+            removed[w] |= 1ull << b;
+#pragma unroll
+            for (int w2 = 0; w2 < kWords; ++w2) {
+              if (w2 >= w) removed[w2] |= s.mask[i][w2];
+            }
+          }
+        }
+        s.new_count = n;
+      }
+      __syncthreads();
+
+      const int added = s.new_count;
+      for (int q = t; q < added; q += kThreads) {
+        const int i = s.newly[q];
+        const int64_t slot = kept + q;
+        if (slot < kKeptCached) {
+          s.kept_box[slot] = s.box[i];
+          s.kept_area[slot] = s.area[i];
+          s.kept_cls[slot] = s.cls[i];
+        } else {
+          const int64_t g = image * a.max_keep + slot;
+          a.kept_boxes[g] = s.box[i];
+          a.kept_areas[g] = s.area[i];
+          a.kept_classes[g] = s.cls[i];
+        }
+        const uint64_t key = s.sorted[i];
+        const int64_t out = image * a.max_keep + slot;
+        if (a.out_rows != nullptr) {
+          int64_t row;
+          long long cls;
+          row_and_class(a, uint32_t(key), row, cls);
+          const float4 b = boxes[row];
+          float box[4] = {b.x, b.y, b.z, b.w};
+          box_to_original(transform, box);
+          float* o = a.out_rows + out * 6;
+          o[0] = box[0];
+          o[1] = box[1];
+          o[2] = box[2];
+          o[3] = box[3];
+          o[4] = score_from_descending_key(uint32_t(key >> 32));
+          o[5] = static_cast<float>(cls);
+        }
+        if (a.out_indices != nullptr) a.out_indices[out] = int64_t(uint32_t(key));
+      }
+      __syncthreads();
+      kept += added;
+      rank += eligible;
+      if (eligible < len) break;
+    }
+  }
+  if (threadIdx.x == 0) a.out_counts[image] = int32_t(kept);
+}
+
+}  // namespace
+
+void launch_bin_scan(const Candidates& candidates, int64_t batch, cudaStream_t stream) {
+  bin_scan_kernel<<<unsigned(batch), kScanThreads, 0, stream>>>(candidates);
+  FASTDET_CUDA_CHECK_LAUNCH("bin_scan_kernel");
+}
+
+void launch_greedy_nms(const GreedyArgs& args, cudaStream_t stream) {
+  greedy_nms_kernel<<<unsigned(args.batch), kThreads, 0, stream>>>(args);
+  FASTDET_CUDA_CHECK_LAUNCH("greedy_nms_kernel");
+}
+
+}  // namespace gpu_nms
+
+// ---------------------------------------------------------------------------------------------
+// The nms op
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+using gpu_nms::Candidates;
+using gpu_nms::Pass;
+
+struct NmsArgs {
+  const float* boxes;
+  int64_t box_strides[2];
+  const float* scores;
+  int64_t score_stride;
+  int64_t n;
+};
+
+constexpr int kCandidateThreads = 256;
+
+// Every box is a candidate (no confidence rule). Error codes: boxes elements in row-major order,
+// then scores: the first non-finite value in the order nms_cpu's caller checks them.
+template <Pass P>
+__global__ void __launch_bounds__(kCandidateThreads)
+    nms_candidates_kernel(NmsArgs in, Candidates c) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t base = int64_t(blockIdx.x) * blockDim.x; base < in.n; base += stride) {
+    const int64_t i = base + threadIdx.x;
+    bool valid = i < in.n;
+    float box[4] = {0.f, 0.f, 0.f, 0.f};
+    float score = 0.f;
+    if (valid) {
+      for (int j = 0; j < 4; ++j) box[j] = in.boxes[i * in.box_strides[0] + j * in.box_strides[1]];
+      score = in.scores[i * in.score_stride];
+      if (!gpu_nms::finite4(box) || !isfinite(score)) {
+        if (P == Pass::Count) {
+          int j = 0;
+          while (j < 4 && isfinite(box[j])) ++j;
+          gpu_nms::record_error(c, j < 4 ? uint64_t(i * 4 + j) : uint64_t(in.n * 4 + i));
+        }
+        valid = false;
+      } else if (P == Pass::Count) {
+        c.boxes[i] = make_float4(box[0], box[1], box[2], box[3]);
+      }
+    }
+    gpu_nms::emit<P>(c, 0, valid, candidate_key(score, uint32_t(i)));
+  }
+}
+
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+}  // namespace
+
+struct NmsCuda::Workspace {
+  // state: bins | counts | span | error | out_count (zeroed per call); the header (error and
+  // out_count) is what comes back to the host.
+  DeviceBuffer state;
+  DeviceBuffer arrays;  // keys | boxes | kept spill | indices
+  DeviceBuffer params;
+  PinnedBuffer params_host;
+  PinnedBuffer header_host;
+  HostUploader uploader;
+  CudaEvent done;
+  size_t header_offset = 0;
+  int64_t* indices = nullptr;
+  bool empty = true;
+  NmsCudaInput input{};  // where the last problem's values are (for the error report)
+};
+
+NmsCuda::NmsCuda() : workspace_(std::make_unique<Workspace>()) {}
+NmsCuda::~NmsCuda() = default;
+
+namespace {
+constexpr size_t kHeaderBytes = 16;  // unsigned long long error, int32 kept count, padding
+}
+
+void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
+                      StreamHandle stream) {
+  Workspace& ws = *workspace_;
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
+  FASTDET_CHECK(input_arg.n < (int64_t(1) << 31), "nms: at most 2^31 - 1 boxes, got ", input_arg.n);
+  const bool capturing = stream_is_capturing(stream);
+  if (!capturing) ws.done.synchronize();  // the pinned blocks of the last call are free
+  NmsCudaInput input = input_arg;
+  const int64_t n = input.n;
+  const int64_t max_keep = options.max_det >= 0 ? std::min(options.max_det, n) : n;
+  ws.empty = n == 0 || max_keep == 0;
+  ws.input = input;
+  if (ws.empty) return;
+
+  if (input.on_host) {
+    std::vector<HostPiece> pieces = {
+        {reinterpret_cast<const uint8_t*>(input.boxes), {n, 4, 1}, {16, 4, 4}, 4},
+        {reinterpret_cast<const uint8_t*>(input.scores), {n, 1, 1}, {4, 4, 4}, 4},
+    };
+    if (input.classes) {
+      pieces.push_back({static_cast<const uint8_t*>(input.classes), {n, 1, 1}, {4, 4, 4}, 4});
+    }
+    const std::vector<void*> device = ws.uploader.upload(pieces, stream);
+    input.boxes = static_cast<const float*>(device[0]);
+    input.box_strides[0] = 4;
+    input.box_strides[1] = 1;
+    input.scores = static_cast<const float*>(device[1]);
+    input.score_stride = 1;
+    if (input.classes) {
+      input.classes = device[2];
+      input.classes_int64 = false;
+      input.class_stride = 1;
+    }
+    input.on_host = false;
+    ws.input = input;
+  }
+
+  // Device state, zeroed at every call.
+  const size_t bins_bytes = gpu_nms::kBins * sizeof(uint32_t);
+  const size_t counts_offset = bins_bytes;
+  const size_t span_offset = counts_offset + 16;
+  const size_t error_offset = span_offset + 16;  // the header starts here
+  ws.header_offset = error_offset;
+  const size_t state_bytes = error_offset + kHeaderBytes;
+  ws.state.reserve(state_bytes, stream);
+  auto* state = static_cast<uint8_t*>(ws.state.data());
+
+  const bool spill = max_keep > gpu_nms::kKeptCached;
+  const size_t keys_offset = 0;
+  const size_t boxes_offset = keys_offset + align256(size_t(n) * 8);
+  const size_t spill_boxes = boxes_offset + align256(size_t(n) * 16);
+  const size_t spill_areas = spill_boxes + (spill ? align256(size_t(max_keep) * 16) : 0);
+  const size_t spill_classes = spill_areas + (spill ? align256(size_t(max_keep) * 4) : 0);
+  const size_t indices_offset = spill_classes + (spill ? align256(size_t(max_keep) * 8) : 0);
+  const size_t arrays_bytes = indices_offset + align256(size_t(max_keep) * 8);
+  ws.arrays.reserve(arrays_bytes, stream);
+  auto* arrays = static_cast<uint8_t*>(ws.arrays.data());
+
+  const size_t params_bytes = gpu_nms::call_params_bytes(1, 0);
+  ws.params_host.reserve(params_bytes, stream);
+  ws.params.reserve(params_bytes, stream);
+  std::memset(ws.params_host.data(), 0, params_bytes);
+  auto* call = static_cast<gpu_nms::CallParams*>(ws.params_host.data());
+  call->conf = 0.f;
+  call->iou = options.iou_threshold;
+  ws.header_host.reserve(kHeaderBytes, stream);
+
+  Candidates c{};
+  c.bins = reinterpret_cast<uint32_t*>(state);
+  c.counts = reinterpret_cast<uint32_t*>(state + counts_offset);
+  c.span = reinterpret_cast<uint32_t*>(state + span_offset);
+  c.error = reinterpret_cast<unsigned long long*>(state + error_offset);
+  c.keys = reinterpret_cast<uint64_t*>(arrays + keys_offset);
+  c.boxes = reinterpret_cast<float4*>(arrays + boxes_offset);
+  c.capacity = n;
+  c.rows = n;
+  ws.indices = reinterpret_cast<int64_t*>(arrays + indices_offset);
+
+  copy_async(ws.params.data(), ws.params_host.data(), params_bytes, stream);
+  FASTDET_CUDA_CHECK(cudaMemsetAsync(state, 0, state_bytes, cuda_stream));
+
+  const NmsArgs args{input.boxes,
+                     {input.box_strides[0], input.box_strides[1]},
+                     input.scores,
+                     input.score_stride,
+                     n};
+  const unsigned blocks =
+      unsigned(std::min<int64_t>((n + kCandidateThreads - 1) / kCandidateThreads, 4096));
+  nms_candidates_kernel<Pass::Count><<<blocks, kCandidateThreads, 0, cuda_stream>>>(args, c);
+  FASTDET_CUDA_CHECK_LAUNCH("nms_candidates_kernel<Count>");
+  gpu_nms::launch_bin_scan(c, 1, cuda_stream);
+  nms_candidates_kernel<Pass::Scatter><<<blocks, kCandidateThreads, 0, cuda_stream>>>(args, c);
+  FASTDET_CUDA_CHECK_LAUNCH("nms_candidates_kernel<Scatter>");
+
+  gpu_nms::GreedyArgs greedy{};
+  greedy.candidates = c;
+  greedy.batch = 1;
+  greedy.params = static_cast<const uint8_t*>(ws.params.data());
+  greedy.num_classes = 1;
+  greedy.classes = input.classes;
+  greedy.classes_int64 = input.classes_int64;
+  greedy.class_stride = input.class_stride;
+  greedy.class_offset = 0.f;
+  greedy.agnostic = input.classes == nullptr;
+  greedy.max_candidates = -1;
+  greedy.max_keep = max_keep;
+  greedy.kept_boxes = spill ? reinterpret_cast<float4*>(arrays + spill_boxes) : nullptr;
+  greedy.kept_areas = spill ? reinterpret_cast<float*>(arrays + spill_areas) : nullptr;
+  greedy.kept_classes = spill ? reinterpret_cast<long long*>(arrays + spill_classes) : nullptr;
+  greedy.out_indices = ws.indices;
+  greedy.out_counts = reinterpret_cast<int32_t*>(state + error_offset + 8);
+  gpu_nms::launch_greedy_nms(greedy, cuda_stream);
+
+  copy_async(ws.header_host.data(), state + error_offset, kHeaderBytes, stream);
+  if (!capturing) ws.done.record(stream);
+  if (input_arg.on_host) ws.uploader.consumed(stream);
+}
+
+int64_t NmsCuda::kept_count() {
+  Workspace& ws = *workspace_;
+  if (ws.empty) return 0;
+  const auto* header = static_cast<const uint8_t*>(ws.header_host.data());
+  unsigned long long error = 0;
+  int32_t count = 0;
+  std::memcpy(&error, header, sizeof error);
+  std::memcpy(&count, header + 8, sizeof count);
+  if (error != 0) {
+    const uint64_t code = ~error;
+    const NmsCudaInput& in = ws.input;
+    float value = 0.f;
+    if (code < uint64_t(in.n) * 4) {
+      const int64_t i = int64_t(code / 4), j = int64_t(code % 4);
+      copy_sync(&value, in.boxes + i * in.box_strides[0] + j * in.box_strides[1], sizeof value);
+      FASTDET_CHECK(false, "nms: boxes must be finite, got ", value, " at boxes[", i, ", ", j, "]");
+    }
+    const int64_t i = int64_t(code - uint64_t(in.n) * 4);
+    copy_sync(&value, in.scores + i * in.score_stride, sizeof value);
+    FASTDET_CHECK(false, "nms: scores must be finite, got ", value, " at scores[", i, "]");
+  }
+  return count;
+}
+
+const int64_t* NmsCuda::device_indices() const { return workspace_->indices; }
+
+}  // namespace fastdet
