@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdet import _core
+from fastdet import _core, gpu
 from fastdet._checks import (
     check_choice,
     check_integer,
@@ -66,7 +66,7 @@ def _output_list(outputs: Any, fmt: OutputFormat) -> list[Any]:
         if fmt.name in ("yolov7", "yolov7-raw") and outputs:
             return list(outputs.values())
         fail(_FUNCTION, "outputs", sorted(outputs), f"a dict with keys {list(names)}")
-    if isinstance(outputs, np.ndarray):
+    if isinstance(outputs, np.ndarray) or gpu.is_gpu_array(outputs):
         return [outputs]
     if isinstance(outputs, Sequence) and not isinstance(outputs, str):
         return list(outputs)
@@ -118,6 +118,8 @@ def postprocess(
     classes: Sequence[int] | None = None,
     agnostic: bool = False,
     anchors: Any = None,
+    device: Any = None,
+    stream: Any = None,
 ) -> list[Detections]:
     """Decode engine outputs into Detections in original-image pixels, one per image.
 
@@ -138,6 +140,13 @@ def postprocess(
         classes: keep only these class indices.
         agnostic: one NMS over all classes.
         anchors: "yolov7-raw" only: per level, the (w, h) anchors in input pixels.
+        device: None (CUDA when the outputs are GPU arrays, else the CPU), "cpu", "cuda" or
+            "cuda:N". On CUDA, GPU outputs (float32 or float16, any strides) are read in place
+            and numpy outputs are uploaded; "yolov7", "yolov7-raw" and "damo" run entirely on
+            the GPU and only the compact result is copied back; "end2end" and "max-wh" (NMS
+            already done by the engine) copy their small outputs to the host. For CUDA graphs
+            and overlapping frames see fastdet.gpu.Postprocessor.
+        stream: the CUDA stream to work on (see fastdet.gpu); default: the outputs' stream.
     """
     check_choice(_FUNCTION, "format", format, tuple(FORMATS))
     fmt = FORMATS[format]
@@ -153,6 +162,8 @@ def postprocess(
     if max_candidates is not None:
         cap = check_integer(_FUNCTION, "max_candidates", max_candidates, 1)
     arrays = _output_list(outputs, fmt)
+    names = [f"outputs[{i}]" for i in range(len(arrays))]
+    resolved = gpu.resolve(_FUNCTION, arrays, device, stream, names)
     rows = np.asarray([t.as_row() for t in transforms], dtype=np.float64)
 
     def options(num_classes: int | None, max_rows: int) -> _core.PostprocessOptions:
@@ -166,6 +177,15 @@ def postprocess(
             bool(agnostic),
         )
 
+    if resolved is not None:
+        call, arrays = resolved
+        if format in _CUDA_RUNNERS:
+            op = gpu.engine("postprocess", call.device)
+            _CUDA_RUNNERS[format](op, call, arrays, transforms, rows, options, anchors)
+            gpu.synchronize(call)
+            return [Detections(*lists) for lists in op.results()]
+        # NMS was done by the engine: the outputs are small, the CPU finishes them.
+        arrays = [gpu.to_numpy(a, call) if isinstance(a, gpu.GpuArray) else a for a in arrays]
     run = _RUNNERS[format]
     return [Detections(*lists) for lists in run(arrays, transforms, rows, options, anchors)]
 
@@ -292,6 +312,199 @@ _RUNNERS = {
     "end2end": _run_end2end,
     "max-wh": _run_max_wh,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA: the same validation on GPU arrays (read in place) or host arrays (uploaded)
+# --------------------------------------------------------------------------------------------
+
+
+def _cuda_array(name: str, value: Any, batch: int, shape: tuple[int | None, ...]) -> Any:
+    """A GPU output checked like _batch_array (float32 or float16, any strides), or a host one
+    converted by _batch_array."""
+    if not isinstance(value, gpu.GpuArray):
+        return _batch_array(name, value, batch, shape)
+    if value.dtype.name not in ("float32", "float16"):
+        raise TypeError(
+            f"{_FUNCTION}: {name} must be a float32 or float16 GPU array, got {gpu.describe(value)}"
+        )
+    expected = (batch, *shape[1:])
+    if value.ndim != len(shape) or any(
+        want is not None and got != want for got, want in zip(value.shape, expected, strict=True)
+    ):
+        text = ", ".join("*" if s is None else str(s) for s in expected)
+        raise ValueError(
+            f"{_FUNCTION}: {name} must be an array of shape ({text}) (batch {batch} from "
+            f"transforms), got {gpu.describe(value)}"
+        )
+    if value.element_strides() is None:
+        raise ValueError(f"{_FUNCTION}: {name} has strides that are not whole elements")
+    return value
+
+
+def _cuda_inputs(values: list[Any]) -> tuple[list[Any], bool]:
+    """What the kernels take (device views or host arrays) and whether they are host arrays."""
+    on_gpu = [isinstance(v, gpu.GpuArray) for v in values]
+    if any(on_gpu) and not all(on_gpu):
+        raise TypeError(
+            f"{_FUNCTION}: outputs must be all GPU arrays or all host arrays, got "
+            + ", ".join(gpu.describe(v) for v in values)
+        )
+    if all(on_gpu):
+        return [v.view() for v in values], False
+    return values, True
+
+
+def _cuda_yolov7(
+    op: Any,
+    call: gpu.CudaCall,
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> int:
+    _expect_count(arrays, 1)
+    batch = len(transforms)
+    out = _cuda_array("outputs[0]", arrays[0], batch, (batch, None, None))
+    if out.shape[2] < 6:
+        fail(_FUNCTION, "outputs[0]", arrays[0], "[B, N, 5 + C] with at least one class")
+    settings = options(out.shape[2] - 5, out.shape[1])
+    values, on_host = _cuda_inputs([out])
+    op.enqueue("yolov7", values, on_host, [], [], rows, settings, call.device, call.stream)
+    return int(out.shape[2] - 5)
+
+
+def _cuda_yolov7_raw(
+    op: Any,
+    call: gpu.CudaCall,
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> int:
+    batch = len(transforms)
+    if not arrays:
+        fail(_FUNCTION, "outputs", arrays, "one [B, A, ny, nx, 5 + C] array per level")
+    levels = [
+        _cuda_array(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
+        for i, a in enumerate(arrays)
+    ]
+    levels.sort(key=lambda a: -a.shape[2])  # P3 (the finest grid) first, as the rows are ordered
+    channels = levels[0].shape[4]
+    input_h, input_w = transforms[0].input_size
+    strides = []
+    for i, level in enumerate(levels):
+        _, _, ny, nx, no = level.shape
+        grid_fits = input_h % ny == 0 and input_w % nx == 0 and input_h // ny == input_w // nx
+        if no != channels or no < 6 or not grid_fits:
+            expected = f"a level of {channels} channels whose grid divides the input"
+            fail(_FUNCTION, f"outputs[{i}]", level, f"{expected} {input_h}x{input_w}")
+        strides.append(float(input_h // ny))
+    anchor_sets = _anchor_sets(anchors, len(levels))
+    total_rows = sum(a.shape[1] * a.shape[2] * a.shape[3] for a in levels)
+    settings = options(channels - 5, total_rows)
+    values, on_host = _cuda_inputs(levels)
+    if not on_host and len({level.dtype for level in levels}) > 1:
+        raise TypeError(f"{_FUNCTION}: the yolov7-raw levels must share one dtype")
+    op.enqueue(
+        "yolov7-raw", values, on_host, strides, anchor_sets, rows, settings, call.device,
+        call.stream,
+    )  # fmt: skip
+    return int(channels - 5)
+
+
+def _cuda_damo(
+    op: Any,
+    call: gpu.CudaCall,
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> int:
+    _expect_count(arrays, 2)
+    batch = len(transforms)
+    scores = _cuda_array("scores", arrays[0], batch, (batch, None, None))
+    boxes = _cuda_array("boxes", arrays[1], batch, (batch, scores.shape[1], 4))
+    if isinstance(scores, gpu.GpuArray) and scores.dtype != getattr(boxes, "dtype", None):
+        raise TypeError(
+            f"{_FUNCTION}: scores and boxes must share one dtype, got {gpu.describe(scores)} "
+            f"and {gpu.describe(boxes)}"
+        )
+    num_rows, num_classes = scores.shape[1], scores.shape[2]
+    settings = options(num_classes, num_rows)
+    values, on_host = _cuda_inputs([scores, boxes])
+    op.enqueue("damo", values, on_host, [], [], rows, settings, call.device, call.stream)
+    return int(num_classes)
+
+
+_CUDA_RUNNERS = {
+    "yolov7": _cuda_yolov7,
+    "yolov7-raw": _cuda_yolov7_raw,
+    "damo": _cuda_damo,
+}
+
+
+def _transform_rows(function: str, transforms: Sequence[Transform]) -> np.ndarray:
+    """The kernels' (B, 6) float64 form of a list of Transform."""
+    if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
+        fail(function, "transforms", transforms, "a list of Transform (one per image)", TypeError)
+    if not transforms or not all(isinstance(t, Transform) for t in transforms):
+        fail(function, "transforms", transforms, "a non-empty list of Transform")
+    return np.asarray([t.as_row() for t in transforms], dtype=np.float64)
+
+
+def _cuda_enqueue(
+    op: Any,
+    function: str,
+    outputs: Any,
+    format: str,
+    transforms: Sequence[Transform],
+    *,
+    conf: float,
+    iou: float,
+    multi_label: bool | None,
+    max_det: int | None,
+    max_candidates: int | None,
+    classes: Sequence[int] | None,
+    agnostic: bool,
+    anchors: Any,
+    device: Any,
+    stream: Any,
+) -> tuple[gpu.CudaCall, int]:
+    """Validates a CUDA postprocess call as postprocess() does and queues it on `op`; returns
+    where it runs and the number of classes."""
+    check_choice(_FUNCTION, "format", format, tuple(_CUDA_RUNNERS))
+    fmt = FORMATS[format]
+    rows = _transform_rows(function, transforms)
+    conf = check_real(_FUNCTION, "conf", conf, 0.0, 1.0)
+    iou = check_real(_FUNCTION, "iou", iou, 0.0, 1.0)
+    multi = fmt.multi_label if multi_label is None else bool(multi_label)
+    keep = fmt.max_det if max_det is None else check_integer(_FUNCTION, "max_det", max_det, 0)
+    cap = fmt.max_candidates
+    if max_candidates is not None:
+        cap = check_integer(_FUNCTION, "max_candidates", max_candidates, 1)
+    arrays = _output_list(outputs, fmt)
+    names = [f"outputs[{i}]" for i in range(len(arrays))]
+    resolved = gpu.resolve(function, arrays, device, stream, names)
+    assert resolved is not None  # device is "cuda" or "cuda:N"
+    call, arrays = resolved
+
+    def options(num_classes: int | None, max_rows: int) -> _core.PostprocessOptions:
+        return _core.PostprocessOptions(
+            conf,
+            iou,
+            multi,
+            max_rows if keep is None else keep,
+            -1 if cap is None else cap,
+            _class_list(classes, num_classes),
+            bool(agnostic),
+        )
+
+    num_classes = _CUDA_RUNNERS[format](op, call, arrays, transforms, rows, options, anchors)
+    return call, num_classes
 
 
 def _expect_count(arrays: list[Any], count: int) -> None:

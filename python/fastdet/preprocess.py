@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdet import _core
+from fastdet import _core, gpu
 from fastdet._checks import (
     MAX_INPUT_SIDE,
     check_choice,
@@ -49,6 +49,50 @@ def _image_list(images: Any) -> list[np.ndarray]:
             fail(_FUNCTION, name, image, "an array of shape (H, W, 3) (3-channel BGR)")
         if image.shape[0] == 0 or image.shape[1] == 0:
             fail(_FUNCTION, name, image, "a non-empty image")
+    return images
+
+
+def _flat_images(images: Any) -> list[Any]:
+    """The image objects of `images`, for spotting GPU arrays."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+def _gpu_image_list(values: list[Any]) -> list[Any]:
+    """The images of a CUDA call: all numpy arrays (uploaded) or all GPU arrays (read in place;
+    an (N, H, W, 3) GPU array is N images)."""
+    if not values:
+        fail(_FUNCTION, "images", values, "a non-empty list of images")
+    on_gpu = [isinstance(v, gpu.GpuArray) for v in values]
+    if not any(on_gpu):
+        return _image_list(values if len(values) > 1 else values[0])
+    if not all(on_gpu):
+        raise TypeError(
+            f"{_FUNCTION}: images must be all numpy arrays or all GPU arrays, got "
+            + ", ".join(gpu.describe(v) for v in values)
+        )
+    images: list[gpu.GpuArray] = []
+    for value in values:
+        if value.ndim == 4 and len(values) == 1:
+            images.extend(value[i] for i in range(value.shape[0]))
+        else:
+            images.append(value)
+    if not images:
+        fail(_FUNCTION, "images", values[0], "a non-empty batch of images")
+    for i, image in enumerate(images):
+        name = f"images[{i}]"
+        if image.dtype != np.uint8:
+            raise TypeError(
+                f"{_FUNCTION}: {name} must be a uint8 array (8-bit BGR), got {gpu.describe(image)}"
+            )
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"{_FUNCTION}: {name} must be an array of shape (H, W, 3) (3-channel BGR), got "
+                f"{gpu.describe(image)}"
+            )
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"{_FUNCTION}: {name} must be a non-empty image, got {image.shape}")
     return images
 
 
@@ -106,8 +150,62 @@ def _output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return out
 
 
+def _run_cuda(
+    call: gpu.CudaCall,
+    images: list[Any],
+    out: Any,
+    out_view: Any,
+    shape: tuple[int, int, int, int],
+    out_dtype: np.dtype,
+    placements: list[tuple[int, int, int, int]],
+    source_channel: tuple[int, int, int],
+    mul: tuple[float, ...],
+    add: tuple[float, ...],
+    pad: tuple[float, ...],
+) -> Any:
+    """The CUDA preprocess: into `out` (a GPU array, or a numpy array copied back), or a new
+    DeviceArray."""
+    host_out = None
+    if out is None:
+        target = gpu.empty(shape, out_dtype, call)
+        result, ptr = target, int(target.ptr)
+    elif isinstance(out_view, gpu.GpuArray):
+        if out_view.shape != shape or out_view.dtype != out_dtype:
+            raise ValueError(
+                f"{_FUNCTION}: out must be an array of dtype {out_dtype} and shape {shape}, got "
+                f"{gpu.describe(out_view)}"
+            )
+        if not out_view.c_contiguous() or out_view.readonly:
+            raise ValueError(f"{_FUNCTION}: out must be a writable C-contiguous GPU array")
+        result, ptr = out, out_view.ptr
+    else:
+        host_out = _output(out, shape, out_dtype)
+        target = gpu.empty(shape, out_dtype, call)
+        result, ptr = host_out, int(target.ptr)
+    on_host = isinstance(images[0], np.ndarray)
+    values = images if on_host else [image.view() for image in images]
+    op = gpu.engine("preprocess", call.device)
+    op.run(
+        values,
+        on_host,
+        placements,
+        source_channel,
+        mul,
+        add,
+        pad,
+        ptr,
+        out_dtype.name,
+        shape,
+        call.device,
+        call.stream,
+    )
+    if host_out is not None:
+        _core.cuda_copy_to_host(ptr, host_out, call.device, call.stream)
+    return result
+
+
 def preprocess(
-    images: np.ndarray | Sequence[np.ndarray],
+    images: np.ndarray | Sequence[np.ndarray] | Any,
     size: int | tuple[int, int],
     *,
     mode: str = "letterbox",
@@ -119,8 +217,10 @@ def preprocess(
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     dtype: str | np.dtype | type = "float32",
-    out: np.ndarray | None = None,
-) -> tuple[np.ndarray, list[Transform]]:
+    out: Any = None,
+    device: Any = None,
+    stream: Any = None,
+) -> tuple[Any, list[Transform]]:
     """Resize, pad, swap channels, normalise and transpose images into a network-input batch.
 
     Args:
@@ -137,12 +237,30 @@ def preprocess(
             channel. YOLOv7: scale 1/255; DAMO-YOLO: scale 1 (pixels stay 0-255).
         dtype: "float32" or "float16".
         out: an array of shape (N, 3, H, W) and that dtype to write into (e.g. an engine's
-            input buffer); allocated when omitted.
+            input buffer, a GPU array on CUDA); allocated when omitted.
+        device: None (CUDA when the images or `out` are GPU arrays, else the CPU), "cpu",
+            "cuda" or "cuda:N". On CUDA, GPU images (torch, CuPy, anything with
+            ``__cuda_array_interface__`` or ``__dlpack__``; an (N, H, W, 3) GPU array is N
+            images) are read in place and numpy images are uploaded; the whole batch is one
+            kernel launch (per 32 images) and nothing synchronises the host unless `out` is a
+            numpy array.
+        stream: the CUDA stream to work on (see fastdet.gpu); default: the images' stream.
 
     Returns:
-        (batch, transforms): the (N, 3, H, W) batch and one Transform per image.
+        (batch, transforms): the (N, 3, H, W) batch (`out` when given; on CUDA otherwise a
+        fastdet.gpu.DeviceArray) and one Transform per image.
     """
-    image_list = _image_list(images)
+    flat = _flat_images(images)
+    names = [f"images[{i}]" for i in range(len(flat))] if len(flat) > 1 else ["images"]
+    resolved = gpu.resolve(_FUNCTION, [*flat, out], device, stream, [*names, "out"])
+    call: gpu.CudaCall | None = None
+    out_view: Any = None
+    if resolved is None:
+        image_list: list[Any] = _image_list(images)
+    else:
+        call, arrays = resolved
+        out_view = arrays[-1]
+        image_list = _gpu_image_list(arrays[:-1])
     size = _size(size)
     check_choice(_FUNCTION, "mode", mode, MODES)
     if stride is not None:
@@ -168,12 +286,28 @@ def preprocess(
 
     transforms = _transforms(image_list, size, mode, bool(scaleup), stride)
     input_h, input_w = transforms[0].input_size
-    batch = _output(out, (len(image_list), 3, input_h, input_w), out_dtype)
+    shape = (len(image_list), 3, input_h, input_w)
     placements = [(*t.resized_size, *t.offset) for t in transforms]
     source_channel = (2, 1, 0) if swap_rb else (0, 1, 2)
     mul = tuple(scale / sd for sd in std_c)
     add = tuple(-m / sd for m, sd in zip(mean_c, std_c, strict=True))
     pad = tuple((pad_value * scale - m) / sd for m, sd in zip(mean_c, std_c, strict=True))
+    if call is not None:
+        result = _run_cuda(
+            call,
+            image_list,
+            out,
+            out_view,
+            shape,
+            out_dtype,
+            placements,
+            source_channel,
+            mul,
+            add,
+            pad,
+        )
+        return result, transforms
+    batch = _output(out, shape, out_dtype)
     _core.preprocess(image_list, placements, source_channel, mul, add, pad, batch)
     return batch, transforms
 
