@@ -230,53 +230,6 @@ __device__ void load_chunk(const uint32_t* ends, const uint64_t* keys, Shared& s
   __syncthreads();
 }
 
-// YOLOv7 compares classes only through the class offset: when the boxes of the considered
-// candidates span at least the offset, boxes of different classes can meet (nms_cpu.cpp). The
-// count pass gave the span of all candidates; with a candidate cap the span of the first
-// `limit` keys is computed exactly here (rare: only when the cheap bound does not decide).
-__device__ void considered_span(const GreedyArgs& a, int64_t image, uint32_t limit,
-                                const uint32_t* ends, const uint64_t* keys, const float4* boxes,
-                                Shared& s, float& low, float& high) {
-  if (threadIdx.x == 0) {
-    uint32_t lo = 0, hi = kBins - 1;  // the bin holding key number `limit` - 1
-    while (lo < hi) {
-      const uint32_t mid = (lo + hi) / 2;
-      if (ends[mid] >= limit) {
-        hi = mid;
-      } else {
-        lo = mid + 1;
-      }
-    }
-    s.big_bin = lo;
-    s.big_lo = lo == 0 ? 0 : ends[lo - 1];
-    s.big_hi = ends[lo];
-    s.span[0] = 0;
-    s.span[1] = 0;
-  }
-  __syncthreads();
-  const uint32_t start = s.big_lo, end = s.big_hi, bin = s.big_bin;
-  const uint64_t kth = block_select(keys, start, end, 0, limit - start,
-                                    uint64_t(bin) << (64 - kBinBits), kBinBits, s);
-  SpanAccumulator span;
-  for (uint32_t i = threadIdx.x; i < end; i += kThreads) {
-    const uint64_t k = keys[i];
-    if (i < start || k <= kth) {
-      int64_t row;
-      long long cls;
-      row_and_class(a, uint32_t(k), row, cls);
-      const float4 b = boxes[row];
-      const float box[4] = {b.x, b.y, b.z, b.w};
-      span.add(box);
-    }
-  }
-  if (span.high) atomicMax(&s.span[0], span.high);
-  if (span.low) atomicMax(&s.span[1], span.low);
-  __syncthreads();
-  high = from_ordered_bits(s.span[0]);
-  low = from_ordered_bits(~s.span[1]);
-  __syncthreads();
-}
-
 __global__ void __launch_bounds__(kThreads) greedy_nms_kernel(GreedyArgs a) {
   __shared__ Shared s;
   const int64_t image = blockIdx.x;
@@ -293,11 +246,12 @@ __global__ void __launch_bounds__(kThreads) greedy_nms_kernel(GreedyArgs a) {
   if (limit > 0 && a.max_keep > 0) {
     bool cross = a.agnostic;
     if (offset_classes) {
-      float low = from_ordered_bits(~c.span[2 * image + 1]);
-      float high = from_ordered_bits(c.span[2 * image]);
-      if (limit < count && high - low >= a.class_offset) {
-        considered_span(a, image, uint32_t(limit), ends, keys, boxes, s, low, high);
-      }
+      // YOLOv7 meets classes only through the class offset. Boxes shifted by class * offset can
+      // overlap across classes only when the boxes span at least the offset; nms_cpu.cpp then
+      // runs one NMS over all of them. It decides on the considered candidates; the span of
+      // all candidates bounds theirs, and where it differs cross-class IoUs are 0 either way.
+      const float low = from_ordered_bits(~c.span[2 * image + 1]);
+      const float high = from_ordered_bits(c.span[2 * image]);
       cross = high - low >= a.class_offset;
     }
     if (threadIdx.x == 0) {

@@ -5,7 +5,7 @@
 // with no host synchronisation and a fixed launch sequence (so a CUDA graph can capture it):
 //   1. count pass (the op's candidate kernel, Pass::Count): applies the confidence rule, counts
 //      candidates per bin of the key's top 16 bits, writes the boxes of candidate rows, the span
-//      of their coordinates and the first non-finite input;
+//      of their coordinates (YOLOv7's class-offset mode) and the first non-finite input;
 //   2. bin_scan_kernel: per image, bin counts -> bin starts, and the candidate count;
 //   3. scatter pass (the same kernel, Pass::Scatter): each key goes to its bin, so keys are
 //      grouped in score order, unordered within a bin;
