@@ -1,0 +1,156 @@
+"""Summary of a GPU run: the ceilings, every benchmark group with its anchor ratio, and the
+issue's targets checked (H100: preprocess <= 10 us per 1080p frame at batch 1 and >= 70 % of
+the measured DRAM bandwidth at batch 16, >= 5x torch; postprocess <= 50 us at conf 0.25 and
+<= 1 ms at mAP settings per image, >= 10x torch + torchvision).
+
+    python3 benchmarks/gpu/summary.py OUT_DIR > OUT_DIR/summary.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def us(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e6:,.1f}"
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    ceilings = load(out / "ceilings.json") or {}
+    bench = load(out / "bench_gpu.json") or {"benchmarks": [], "machine_info": {}}
+    print("# fastdet GPU run\n")
+    if ceilings:
+        print(
+            f"GPU: {ceilings.get('gpu')} ({ceilings.get('multiprocessors')} SMs), "
+            f"torch {ceilings.get('torch')}, CUDA {ceilings.get('cuda')}\n"
+        )
+        print("| ceiling | measured |\n|---|---|")
+        print(
+            f"| device-to-device copy (read + write) | {ceilings['d2d_bandwidth_gbs']:.0f} GB/s |"
+        )
+        print(f"| pinned host-to-device | {ceilings['h2d_pinned_gbs']:.1f} GB/s |")
+        print(f"| pageable host-to-device | {ceilings['h2d_pageable_gbs']:.1f} GB/s |\n")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for b in bench["benchmarks"]:
+        groups.setdefault(b["group"], []).append(b)
+
+    def case(group: str, name: str) -> dict[str, Any] | None:
+        for b in groups.get(group, []):
+            if b["extra_info"].get("case") == name:
+                return b
+        return None
+
+    for group, rows in groups.items():
+        anchors = [r for r in rows if not r["extra_info"].get("case", "").startswith("fastdet")]
+        anchor = min(anchors, key=lambda r: r["stats"]["median"]) if anchors else None
+        print(f"## {group}\n")
+        print("| case | median wall us | device us | anchor / case (wall) | notes |")
+        print("|---|---|---|---|---|")
+        for r in sorted(rows, key=lambda r: r["stats"]["median"]):
+            info = r["extra_info"]
+            device = info.get("device_us")
+            ratio = anchor["stats"]["median"] / r["stats"]["median"] if anchor else None
+            notes = {k: v for k, v in info.items() if k not in ("case", "device_us", "batch")}
+            print(
+                f"| {info.get('case')} | {us(r['stats']['median'])} | "
+                f"{'-' if device is None else f'{device:,.1f}'} | "
+                f"{'-' if ratio is None else f'{ratio:.1f}x'} | {notes} |"
+            )
+        print()
+
+    print("## Targets\n")
+    print("| target | measured | verdict |\n|---|---|---|")
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+    pre1 = "preprocess 1080p -> 640 letterbox fp16, batch 1"
+    pre16 = "preprocess 1080p -> 640 letterbox fp16, batch 16"
+    ours1 = case(pre1, "fastdet from GPU frames")
+    if ours1:
+        d = ours1["extra_info"].get("device_us")
+        print(
+            f"| preprocess batch 1 <= 10 us per frame (GPU time) | {d:.1f} us | "
+            f"{verdict(d is not None and d <= 10)} |"
+        )
+    ours16 = case(pre16, "fastdet from GPU frames")
+    if ours16 and ceilings:
+        d = ours16["extra_info"]["device_us"]
+        gbs = ours16["extra_info"]["bytes"] / (d * 1e-6) / 1e9
+        share = gbs / ceilings["d2d_bandwidth_gbs"]
+        print(
+            f"| preprocess batch 16 >= 70 % of DRAM bandwidth | {gbs:.0f} GB/s = {share:.0%} "
+            f"({d / 16:.2f} us per frame) | {verdict(share >= 0.7)} |"
+        )
+    for group, batch in ((pre1, 1), (pre16, 16)):
+        ours, theirs = case(group, "fastdet from GPU frames"), case(group, "torch from GPU frames")
+        if ours and theirs:
+            dev = theirs["extra_info"]["device_us"] / ours["extra_info"]["device_us"]
+            wall = theirs["stats"]["median"] / ours["stats"]["median"]
+            print(
+                f"| preprocess batch {batch} >= 5x torch | GPU time {dev:.1f}x, wall {wall:.1f}x | "
+                f"{verdict(dev >= 5)} |"
+            )
+        ours, theirs = (
+            case(group, "fastdet from host frames"),
+            case(group, "torch from pinned host frames"),
+        )
+        if ours and theirs:
+            wall = theirs["stats"]["median"] / ours["stats"]["median"]
+            print(
+                f"| preprocess batch {batch} from host frames vs torch (pinned) "
+                f"| wall {wall:.1f}x | info |"
+            )
+    for batch in (1, 16):
+        for setting, limit in (("detect conf 0.25", 50e-6), ("mAP conf 0.001", 1e-3)):
+            group = f"postprocess yolov7 [{batch}, 25200, 85], {setting}"
+            ours, theirs = case(group, "fastdet"), case(group, "torch + torchvision batched_nms")
+            if ours:
+                per_image = ours["stats"]["median"] / batch
+                print(
+                    f"| yolov7 {setting} batch {batch}: <= {limit * 1e6:.0f} us per image | "
+                    f"{us(per_image)} us wall per image | {verdict(per_image <= limit)} |"
+                )
+            if ours and theirs:
+                ratio = theirs["stats"]["median"] / ours["stats"]["median"]
+                print(
+                    f"| yolov7 {setting} batch {batch}: >= 10x torch + torchvision | "
+                    f"{ratio:.1f}x | {verdict(ratio >= 10)} |"
+                )
+        group = f"postprocess damo [{batch}, 8400, 80] + [{batch}, 8400, 4], conf 0.05"
+        ours, theirs = case(group, "fastdet"), case(group, "torch + torchvision batched_nms")
+        if ours and theirs:
+            ratio = theirs["stats"]["median"] / ours["stats"]["median"]
+            print(
+                f"| damo batch {batch}: >= 10x torch + torchvision | {ratio:.1f}x "
+                f"({us(ours['stats']['median'] / batch)} us per image) | {verdict(ratio >= 10)} |"
+            )
+    for n in ("1k", "30k"):
+        group = f"nms 80 classes, {n} clustered boxes, iou 0.45"
+        ours, theirs = case(group, "fastdet"), case(group, "torchvision batched_nms")
+        if ours and theirs:
+            ratio = theirs["stats"]["median"] / ours["stats"]["median"]
+            print(
+                f"| nms {n} vs torchvision batched_nms | {us(ours['stats']['median'])} us, "
+                f"{ratio:.1f}x | info |"
+            )
+    info = bench.get("machine_info", {})
+    print(
+        f"\nmachine: {info.get('node')} {info.get('cpu', {}).get('brand_raw', '')}; "
+        f"fastdet {info.get('fastdet', {})}"
+    )
+
+
+if __name__ == "__main__":
+    main()
