@@ -12,7 +12,14 @@ import pytest
 import reference as R
 from fastdet import gpu
 from test_cuda_interop import DlpackOnly, GpuLib
-from test_preprocess import FP16_EPS, MODES, assert_matches_reference
+from test_preprocess import (
+    FP16_EPS,
+    MODES,
+    OPTION_CASES,
+    VIEW_KINDS,
+    _views,
+    assert_matches_reference,
+)
 
 pytestmark = pytest.mark.needs_cuda
 
@@ -52,6 +59,23 @@ def test_numpy_images_upload(rng, gpulib, mode, dtype):
     images = R.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
     batch, transforms = run_cuda(gpulib, images, 640, mode, on_gpu=False, dtype=dtype)
     assert_matches_reference(batch, transforms, images, 640, mode, dtype=np.dtype(dtype))
+
+
+@pytest.mark.parametrize("kind", VIEW_KINDS)
+def test_numpy_views_upload(rng, gpulib, kind):
+    """Strided, flipped, transposed and broadcast numpy images are packed for the upload."""
+    images = _views(rng)[kind]
+    batch, transforms = fastdet.preprocess(images, (320, 416), device="cuda")
+    assert_matches_reference(gpulib.numpy(batch), transforms, images, (320, 416))
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_option_cases(rng, gpulib, case):
+    options = dict(OPTION_CASES[case])
+    mode = options.pop("mode")
+    images = R.random_images(rng, [(333, 500), (720, 1280)])
+    batch, transforms = run_cuda(gpulib, images, 640, mode, **options)
+    assert_matches_reference(batch, transforms, images, 640, mode, **options)
 
 
 @pytest.mark.parametrize("mode", MODES)

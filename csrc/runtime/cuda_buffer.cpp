@@ -149,14 +149,26 @@ void copy_sync(void* dst, const void* src, size_t bytes) {
 
 namespace {
 
-// Copies one strided piece into `out`, C-contiguous; rows in parallel when it is large.
+constexpr int64_t kParallelBytes = 1 << 20;
+
+// Copies one strided piece into `out`, C-contiguous; in parallel when it is large.
 void pack(const HostPiece& piece, uint8_t* out) {
   const int64_t item = piece.item_size;
   const int64_t inner = piece.dims[2];
   const int64_t row_bytes = piece.dims[1] * inner * item;
   const bool rows_packed = piece.strides[2] == item && piece.strides[1] == inner * item;
   const bool items_packed = piece.strides[2] == item;
-  constexpr int64_t kParallelBytes = 1 << 20;
+  const int64_t total = int64_t(piece.bytes());
+  if (rows_packed && (piece.dims[0] == 1 || piece.strides[0] == row_bytes)) {
+    // One contiguous block: memcpy in 1 MiB slices.
+    const int64_t slices = (total + kParallelBytes - 1) / kParallelBytes;
+    parallel_for(slices, 4, [&](int64_t begin, int64_t end) {
+      const int64_t from = begin * kParallelBytes;
+      const int64_t to = std::min(total, end * kParallelBytes);
+      std::memcpy(out + from, piece.data + from, size_t(to - from));
+    });
+    return;
+  }
   const int64_t min_rows =
       std::max<int64_t>(1, kParallelBytes / std::max<int64_t>(row_bytes, 1) / 4);
   auto copy_rows = [&](int64_t begin, int64_t end) {
@@ -180,7 +192,7 @@ void pack(const HostPiece& piece, uint8_t* out) {
       }
     }
   };
-  if (int64_t(piece.bytes()) >= kParallelBytes) {
+  if (total >= kParallelBytes) {
     parallel_for(piece.dims[0], min_rows, copy_rows);
   } else {
     copy_rows(0, piece.dims[0]);

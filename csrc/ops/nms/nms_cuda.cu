@@ -498,12 +498,14 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
   if (ws.empty) return;
 
   if (input.on_host) {
+    // Contiguous host arrays (the bindings check): one row each.
     std::vector<HostPiece> pieces = {
-        {reinterpret_cast<const uint8_t*>(input.boxes), {n, 4, 1}, {16, 4, 4}, 4},
-        {reinterpret_cast<const uint8_t*>(input.scores), {n, 1, 1}, {4, 4, 4}, 4},
+        {reinterpret_cast<const uint8_t*>(input.boxes), {1, 1, 4 * n}, {16 * n, 16 * n, 4}, 4},
+        {reinterpret_cast<const uint8_t*>(input.scores), {1, 1, n}, {4 * n, 4 * n, 4}, 4},
     };
     if (input.classes) {
-      pieces.push_back({static_cast<const uint8_t*>(input.classes), {n, 1, 1}, {4, 4, 4}, 4});
+      pieces.push_back(
+          {static_cast<const uint8_t*>(input.classes), {1, 1, n}, {4 * n, 4 * n, 4}, 4});
     }
     const std::vector<void*> device = ws.uploader.upload(pieces, stream);
     input.boxes = static_cast<const float*>(device[0]);

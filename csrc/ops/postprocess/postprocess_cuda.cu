@@ -364,7 +364,8 @@ HostPiece host_piece(const CudaTensor& t) {
   int64_t count = 1;
   for (int64_t s : t.shape) count *= s;
   const int64_t item = t.half ? 2 : 4;
-  return {static_cast<const uint8_t*>(t.data), {count, 1, 1}, {item, item, item}, item};
+  return {
+      static_cast<const uint8_t*>(t.data), {1, 1, count}, {count * item, count * item, item}, item};
 }
 
 }  // namespace
