@@ -392,7 +392,7 @@ py::object nms_cuda(NmsCuda& op, const py::object& boxes, const py::object& scor
       host_indices.resize(size_t(kept));
       copy_sync(host_indices.data(), op.device_indices(), bytes);
     } else {
-      buffer->reserve(bytes);
+      buffer->allocate_for_caller(bytes, as_stream(stream));
       copy_async(buffer->data(), op.device_indices(), bytes, as_stream(stream));
       stream_synchronize(as_stream(stream));  // the workspace may be reused at once
     }
@@ -549,7 +549,7 @@ void register_cuda(py::module_& m) {
         {
           py::gil_scoped_release release;
           DeviceGuard guard(device);
-          buffer->reserve(size_t(n));
+          buffer->allocate_for_caller(size_t(n), as_stream(stream));
         }
         return DeviceArray(buffer, py::none(), reinterpret_cast<uintptr_t>(buffer->data()), shape,
                            dtype, device, stream);

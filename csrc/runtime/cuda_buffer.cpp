@@ -31,10 +31,32 @@ void refuse_growth_while_capturing(StreamHandle stream, size_t bytes, const char
 }  // namespace
 
 DeviceBuffer::~DeviceBuffer() {
-  if (data_) {
-    DeviceGuard guard(device_);
-    cudaFree(data_);  // a destructor cannot throw; a failing free leaks at worst
+  if (!data_) return;
+  // No throwing here (at interpreter exit the runtime may be unloading): a failed free leaks.
+  int previous = -1;
+  if (cudaGetDevice(&previous) != cudaSuccess) return;
+  if (previous != device_) cudaSetDevice(device_);
+  if (!stream_ordered_ || cudaFreeAsync(data_, as_stream(stream_)) != cudaSuccess) {
+    cudaGetLastError();  // e.g. the caller's stream is gone: a plain free (synchronising)
+    cudaFree(data_);
   }
+  if (previous != device_) cudaSetDevice(previous);
+}
+
+void DeviceBuffer::allocate_for_caller(size_t bytes, StreamHandle stream) {
+  FASTDET_CHECK(data_ == nullptr, "fastdet: allocate_for_caller on a non-empty buffer");
+  if (bytes == 0) return;
+  device_ = current_device();
+  int pools = 0;
+  FASTDET_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device_));
+  if (pools) {
+    FASTDET_CUDA_CHECK(cudaMallocAsync(&data_, bytes, as_stream(stream)));
+    stream_ordered_ = true;
+    stream_ = stream;
+  } else {
+    FASTDET_CUDA_CHECK(cudaMalloc(&data_, bytes));
+  }
+  size_ = bytes;
 }
 
 void DeviceBuffer::reserve(size_t bytes, StreamHandle stream) {

@@ -24,6 +24,11 @@ class DeviceBuffer {
   // Makes room for `bytes` on the current device; growing discards the content. Growth is
   // refused while `stream` is being captured into a CUDA graph (its address would change).
   void reserve(size_t bytes, StreamHandle stream = nullptr);
+  // For arrays handed to callers, freed whenever Python collects them: a stream-ordered
+  // allocation (cudaMallocAsync on `stream`, cudaFreeAsync there when destroyed), so that
+  // neither allocating nor freeing synchronises the device; plain cudaMalloc where the device
+  // has no memory pools. Only on an empty buffer.
+  void allocate_for_caller(size_t bytes, StreamHandle stream);
   void* data() const { return data_; }
   size_t size() const { return size_; }
   int device() const { return device_; }
@@ -32,6 +37,8 @@ class DeviceBuffer {
   void* data_ = nullptr;
   size_t size_ = 0;
   int device_ = -1;
+  bool stream_ordered_ = false;
+  StreamHandle stream_ = nullptr;
 };
 
 // Page-locked host memory (cudaMallocHost): the source and target of truly asynchronous copies.
