@@ -117,7 +117,7 @@ def test_yolov7_class_offset_with_a_candidate_cap(gpulib, huge_inside_cap):
     rows = np.zeros((200, 85), np.float32)
     for i in range(60):  # small, separate, higher-scoring fillers
         rows[i, :5] = [20 + (i % 10) * 60, 20 + (i // 10) * 60, 20, 20, 0.9]
-        rows[i, 5 + i % 80] = 0.95
+        rows[i, 5 + 2 + i] = 0.95  # classes 2..61: neither the huge box's nor its victim's
     rows[100, :5] = [3000, 3000, 6000, 6000, 0.95 if huge_inside_cap else 0.3]  # class 0
     rows[100, 5 + 0] = 1.0
     rows[150, :5] = [1000, 1000, 2000, 2000, 0.94]  # class 1, IoU 0.1 with the shifted huge box

@@ -166,7 +166,15 @@ def _from_cuda_array_interface(value: Any, function: str, name: str) -> GpuArray
     strides = _c_strides(shape, dtype.itemsize) if strides is None else tuple(map(int, strides))
     stream = cai.get("stream") if int(cai.get("version", 0)) >= 3 else None
     size = int(np.prod(shape, dtype=np.int64))
-    device = _core.cuda_pointer_device(ptr) if ptr and size else -2
+    device = -2  # unknown (an empty array)
+    if ptr and size:
+        # __dlpack_device__ (torch, CuPy) names the device without a CUDA call, which a CUDA
+        # graph capture in global mode could refuse; else ask the driver about the address.
+        try:
+            kind, index = (int(v) for v in value.__dlpack_device__())
+            device = index if kind in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED) else -1
+        except Exception:
+            device = _core.cuda_pointer_device(ptr)
     if device == -1:
         raise TypeError(f"{function}: {name} is not in device memory (its address is host memory)")
     stream_handle = None if stream is None else int(stream)
