@@ -409,9 +409,16 @@ def _cuda_yolov7_raw(
     if not on_host and len({level.dtype for level in levels}) > 1:
         raise TypeError(f"{_FUNCTION}: the yolov7-raw levels must share one dtype")
     op.enqueue(
-        "yolov7-raw", values, on_host, strides, anchor_sets, rows, settings, call.device,
+        "yolov7-raw",
+        values,
+        on_host,
+        strides,
+        anchor_sets,
+        rows,
+        settings,
+        call.device,
         call.stream,
-    )  # fmt: skip
+    )
     return int(channels - 5)
 
 
