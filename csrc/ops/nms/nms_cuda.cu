@@ -70,10 +70,9 @@ struct Shared {
   uint32_t span[2];
   int chunk_len;
   int new_count;
-  // Chunk cursor: keys before `pos` (bins before `bin`) are consumed. A bin larger than a chunk
-  // ("big") is consumed 256 keys at a time: the keys of [big_lo, big_hi) above big_floor.
+  // Chunk cursor: keys before `pos` are consumed. A bin larger than a chunk ("big") is consumed
+  // 256 keys at a time: the keys of [big_lo, big_hi) above big_floor.
   uint32_t pos;
-  uint32_t bin;
   uint32_t load_lo;
   uint32_t load_hi;
   int big_active;
@@ -154,44 +153,48 @@ __device__ uint64_t block_select(const uint64_t* keys, uint32_t lo, uint32_t hi,
   return prefix;
 }
 
+// The first bin whose end passes `reach` (bin ends are non-decreasing; the last one is the
+// candidate count, which must pass `reach`). Two block-wide counts, over the 256 groups of 256
+// bins, then within the group: no serial search. Block-wide.
+__device__ uint32_t first_bin_ending_after(const uint32_t* ends, uint32_t reach) {
+  static_assert(kBins == uint32_t(kThreads) * kThreads, "two levels of kThreads bins");
+  const uint32_t t = threadIdx.x;
+  const int groups = __syncthreads_count(ends[t * kThreads + kThreads - 1] <= reach);
+  const uint32_t group = uint32_t(groups) * kThreads;
+  const int inside = __syncthreads_count(ends[group + t] <= reach);
+  return group + uint32_t(inside);
+}
+
 // The next chunk of keys, in key order, into s.sorted[0, s.chunk_len). Block-wide; only called
-// while keys remain.
-__device__ void load_chunk(const uint32_t* ends, const uint64_t* keys, Shared& s) {
-  if (threadIdx.x == 0 && !s.big_active) {
-    const uint32_t pos = s.pos;
-    uint32_t low = s.bin, high = kBins - 1;  // the first bin holding keys past pos
-    while (low < high) {
-      const uint32_t mid = (low + high) / 2;
-      if (ends[mid] > pos) {
-        high = mid;
-      } else {
-        low = mid + 1;
+// while keys remain. Whole bins are taken while they fit in a chunk; a bin larger than a chunk
+// is taken kChunk keys at a time by radix selection.
+__device__ void load_chunk(const uint32_t* ends, const uint64_t* keys, uint32_t count, Shared& s) {
+  if (!s.big_active) {
+    const uint32_t pos = s.pos;  // keys before pos are consumed; pos is a bin boundary
+    if (count - pos <= uint32_t(kChunk)) {
+      if (threadIdx.x == 0) {
+        s.load_lo = pos;
+        s.load_hi = count;
+        s.pos = count;
       }
-    }
-    const uint32_t first_end = ends[low];
-    if (first_end - pos > uint32_t(kChunk)) {
-      s.big_active = 1;
-      s.big_lo = pos;
-      s.big_hi = first_end;
-      s.big_bin = low;
-      s.big_left = first_end - pos;
-      s.big_floor = 0;  // keys are never 0 (score_key.h)
-      s.bin = low + 1;
-      s.pos = first_end;
     } else {
-      high = kBins - 1;  // the last bin ending within pos + kChunk
-      while (low < high) {
-        const uint32_t mid = (low + high + 1) / 2;
-        if (ends[mid] <= pos + uint32_t(kChunk)) {
-          low = mid;
-        } else {
-          high = mid - 1;
+      const uint32_t last = first_bin_ending_after(ends, pos + uint32_t(kChunk));
+      if (threadIdx.x == 0) {
+        const uint32_t end = last > 0 ? ends[last - 1] : 0;
+        if (end > pos) {  // bins up to `last` fit
+          s.load_lo = pos;
+          s.load_hi = end;
+          s.pos = end;
+        } else {  // the next non-empty bin, `last`, is larger than a chunk
+          s.big_active = 1;
+          s.big_lo = pos;
+          s.big_hi = ends[last];
+          s.big_bin = last;
+          s.big_left = ends[last] - pos;
+          s.big_floor = 0;  // keys are never 0 (score_key.h)
+          s.pos = ends[last];
         }
       }
-      s.load_lo = pos;
-      s.load_hi = ends[low];
-      s.bin = low + 1;
-      s.pos = ends[low];
     }
   }
   __syncthreads();
@@ -256,13 +259,12 @@ __global__ void __launch_bounds__(kThreads) greedy_nms_kernel(GreedyArgs a) {
     }
     if (threadIdx.x == 0) {
       s.pos = 0;
-      s.bin = 0;
       s.big_active = 0;
     }
     __syncthreads();
     int64_t rank = 0;
     while (rank < limit && kept < a.max_keep) {
-      load_chunk(ends, keys, s);
+      load_chunk(ends, keys, count, s);
       const int len = s.chunk_len;
       const int eligible = int(min(int64_t(len), limit - rank));
       const int t = int(threadIdx.x);
