@@ -1,0 +1,255 @@
+"""Detector end to end on the CPU: zoo exports of both families on real photographs give the
+same detections as the official preprocessing + ONNX Runtime + the official postprocessing run
+by hand (tests/reference.py)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import reference as ref
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+import fastdet  # noqa: E402
+from fastdet.detector import Detector  # noqa: E402
+from fastdet.zoo import export, info  # noqa: E402
+
+# The smallest variant of each family keeps the CPU time low.
+MODELS = ("yolov7-tiny", "damo-yolo-ns")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("zoo")
+    return {name: str(export(name, folder / f"{name}.onnx")) for name in MODELS}
+
+
+@pytest.fixture(scope="module")
+def photos(coco_images) -> list[np.ndarray]:
+    """Four real photographs of different sizes (coco-mini)."""
+    return coco_images[:4]
+
+
+def _reference_detections(model: str, path: str, batch: np.ndarray, geometries, conf: float):
+    """ONNX Runtime by hand on a preprocessed batch, then the official postprocessing."""
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    model_info = info(model)
+    thresholds = model_info.detect
+    results = []
+    for i, g in enumerate(geometries):
+        outputs = session.run(None, {"images": batch[i : i + 1]})
+        if model_info.family == "yolov7":
+            dets = ref.yolov7_nms_reference(
+                outputs[0][0],
+                conf,
+                thresholds.iou,
+                multi_label=thresholds.multi_label,
+                max_det=thresholds.max_det,
+            )
+        else:
+            dets = ref.damo_nms_reference(
+                outputs[0][0], outputs[1][0], conf, thresholds.iou, max_det=thresholds.max_det
+            )
+        results.append(ref.mapped(dets, g))
+    return results
+
+
+def _same(found: fastdet.Detections, expected: ref.Dets) -> None:
+    np.testing.assert_array_equal(found.classes, expected.classes)
+    np.testing.assert_array_equal(found.scores, expected.scores)
+    np.testing.assert_allclose(found.boxes, expected.boxes, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_detector_equals_the_pipeline_run_by_hand(model, exported, photos):
+    conf = 0.05
+    detector = Detector(exported[model], conf=conf)
+    found = detector(photos)
+    assert sum(len(d) for d in found) > 0, "the test needs detections to compare"
+    prep = info(model).preprocessing.as_kwargs()
+    batch, transforms = fastdet.preprocess(photos, info(model).input_size, **prep)
+    geometries = [ref.geometry(*p.shape[:2], info(model).input_size, prep["mode"]) for p in photos]
+    assert [t.pad for t in transforms] == [g.pad for g in geometries]
+    expected = _reference_detections(model, exported[model], batch, geometries, conf)
+    for got, want in zip(found, expected, strict=True):
+        _same(got, want)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_detector_equals_the_official_preprocessing(model, exported, photos):
+    """The official chain (cv2 resize + copyMakeBorder + swap + scale) run by hand, then ONNX
+    Runtime and the official postprocessing: the same detections. The photos are first brought
+    to a size the preprocessing copies without resampling (long side = the input for YOLOv7's
+    letterbox, the input itself for DAMO-YOLO's stretch), so both chains feed the network the
+    same pixels; resampling accuracy is test_preprocess's job (random-weight networks amplify
+    sub-level input differences arbitrarily)."""
+    import cv2
+
+    size = info(model).input_size
+    prep = info(model).preprocessing.as_kwargs()
+    if prep["mode"] == "letterbox":
+        shaped = [
+            cv2.resize(p, (size, round(size * p.shape[0] / p.shape[1])))
+            if p.shape[1] >= p.shape[0]
+            else cv2.resize(p, (round(size * p.shape[1] / p.shape[0]), size))
+            for p in photos
+        ]
+    else:
+        shaped = [cv2.resize(p, (size, size)) for p in photos]
+    conf = 0.05
+    found = Detector(exported[model], conf=conf)(shaped)
+    batch, geometries = ref.preprocess_reference(shaped, size, prep["mode"], scale=prep["scale"])
+    expected = _reference_detections(model, exported[model], batch, geometries, conf)
+    assert any(len(d.scores) for d in expected), "the test needs detections to compare"
+    # fastdet scales by multiplying with float32(1/255) where the chain divides by 255: inputs
+    # can differ by one float32 ulp, so scores agree to 1e-4 rather than bit for bit and two
+    # near-equal scores may swap places: compare in (class, score) order.
+    for got, want in zip(found, expected, strict=True):
+        mine = np.lexsort((got.scores, got.classes))
+        theirs = np.lexsort((want.scores, want.classes))
+        np.testing.assert_array_equal(got.classes[mine], want.classes[theirs])
+        np.testing.assert_allclose(got.scores[mine], want.scores[theirs], rtol=1e-4)
+        np.testing.assert_allclose(got.boxes[mine], want.boxes[theirs], atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_spec_comes_from_fastdet_metadata(model, exported):
+    detector = Detector(exported[model])
+    assert detector.spec.model == model
+    assert detector.spec.family == info(model).family
+    assert detector.conf == info(model).detect.conf
+    assert detector.spec.preprocessing == info(model).preprocessing.as_kwargs()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_spec_is_inferred_from_the_official_outputs(model, exported, tmp_path, photos):
+    proto = onnx.load(exported[model])
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    # Without metadata the family's thresholds apply (the nano ones are the zoo's): pin them.
+    detector = Detector(str(bare), conf=0.05, iou=0.6)
+    assert detector.spec.family == info(model).family
+    assert detector.spec.format == info(model).output_format
+    assert detector.spec.model is None
+    with_meta = Detector(exported[model], conf=0.05, iou=0.6)
+    for a, b in zip(detector(photos[:2]), with_meta(photos[:2]), strict=True):
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript ONNX exporter
+def test_unknown_output_layout_names_family_and_format(tmp_path):
+    import torch
+
+    class Odd(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    path = tmp_path / "odd.onnx"
+    torch.onnx.export(
+        Odd(), (torch.zeros(1, 3, 32, 32),), str(path), input_names=["images"], dynamo=False
+    )
+    with pytest.raises(ValueError, match=r"family=.*format="):
+        Detector(str(path))
+
+
+def test_thresholds_change_per_call(exported, photos):
+    detector = Detector(exported["yolov7-tiny"], conf=0.01)
+    many = detector(photos[0])
+    fewer = detector(photos[0], conf=0.2)
+    assert len(fewer) <= len(many)
+    assert np.all(fewer.scores > 0.2)
+    assert len(detector(photos[0], max_det=1)) <= 1
+    only = detector(photos[0], classes=[0])
+    assert np.all(only.classes == 0)
+    assert detector.conf == 0.01  # per-call values do not stick
+
+
+def test_static_batch_engine_takes_any_number_of_images(tmp_path, photos):
+    path = export("yolov7-tiny", tmp_path / "b2.onnx", batch=2)
+    static = Detector(str(path), conf=0.05)
+    assert static.engine.max_batch == 2
+    dynamic = Detector(
+        str(export("yolov7-tiny", tmp_path / "dyn.onnx", dynamic_batch=True)), conf=0.05
+    )
+    for count in (1, 3):
+        for a, b in zip(static(photos[:count]), dynamic(photos[:count]), strict=True):
+            np.testing.assert_array_equal(a.classes, b.classes)
+            np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4)
+
+
+def test_one_detector_from_several_threads(exported, photos):
+    detector = Detector(exported["yolov7-tiny"], conf=0.05)
+    expected = [d.numpy() for d in detector(photos)]
+    failures = []
+
+    def work() -> None:
+        for _ in range(3):
+            got = [d.numpy() for d in detector(photos)]
+            if not all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)):
+                failures.append("mismatch")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_profile_reports_every_stage(exported, photos):
+    detector = Detector(exported["yolov7-tiny"])
+    for _ in range(3):
+        detector(photos[0])
+    stages = detector.profile()
+    assert set(stages) == {"preprocess", "inference", "postprocess", "total"}
+    for stats in stages.values():
+        assert stats.count == 3
+        assert 0 < stats.p50 <= stats.p99
+    assert stages["total"].mean >= stages["inference"].mean
+
+
+def test_paths_and_drawing(exported, photos, tmp_path):
+    import cv2
+
+    image_path = tmp_path / "photo.png"
+    cv2.imwrite(str(image_path), photos[0])
+    detector = Detector(exported["yolov7-tiny"], conf=0.05)
+    from_path = detector(str(image_path))
+    from_array = detector(photos[0])
+    np.testing.assert_array_equal(from_path.numpy(), from_array.numpy())
+    assert from_path.names is not None and from_path.names[0] == "person"
+    records = from_path.to_coco(image_id=139)
+    assert all(r["image_id"] == 139 and r["category_id"] >= 1 for r in records)
+    drawn = from_path.plot(photos[0])
+    assert drawn.shape == photos[0].shape
+    assert (not len(from_path)) or not np.array_equal(drawn, photos[0])
+    out = tmp_path / "drawn.jpg"
+    from_path.save(out, photos[0])
+    assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "an existing file"), (b"", "a non-empty file"), (b"not onnx", "not a loadable ONNX")],
+)
+def test_bad_model_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "model.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        Detector(str(path))
+
+
+def test_bad_image_paths_are_refused(exported, tmp_path):
+    detector = Detector(exported["yolov7-tiny"])
+    with pytest.raises(ValueError, match=r"Detector: images\[0\]"):
+        detector(str(tmp_path / "missing.jpg"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ValueError, match="could not decode"):
+        detector(str(broken))
