@@ -19,6 +19,8 @@ allocation once sized: CUDA-graph capturable) and ``results``.
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 import threading
 from collections.abc import Sequence
@@ -96,7 +98,7 @@ class GpuArray:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     def c_contiguous(self) -> bool:
         expected = self.dtype.itemsize
@@ -151,11 +153,16 @@ def _c_strides(shape: tuple[int, ...], item: int) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
+@functools.lru_cache(maxsize=64)
+def _dtype(typestr: str) -> np.dtype:
+    return np.dtype(typestr)
+
+
 def _from_cuda_array_interface(value: Any, function: str, name: str) -> GpuArray:
     cai = value.__cuda_array_interface__
     shape = tuple(int(s) for s in cai["shape"])
     try:
-        dtype = np.dtype(cai["typestr"])
+        dtype = _dtype(cai["typestr"])
     except TypeError:
         raise TypeError(f"{function}: {name} has an unknown dtype {cai['typestr']!r}") from None
     if cai.get("mask") is not None:
@@ -165,7 +172,7 @@ def _from_cuda_array_interface(value: Any, function: str, name: str) -> GpuArray
     strides = cai.get("strides")
     strides = _c_strides(shape, dtype.itemsize) if strides is None else tuple(map(int, strides))
     stream = cai.get("stream") if int(cai.get("version", 0)) >= 3 else None
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     device = -2  # unknown (an empty array)
     if ptr and size:
         # __dlpack_device__ (torch, CuPy) names the device without a CUDA call, which a CUDA
