@@ -33,8 +33,9 @@ DAMO_STRIDES = (8, 16, 32)
 # images
 
 
-def image_1080p(seed: int = 0) -> np.ndarray:
-    """A 1080x1920 BGR uint8 frame: the first photo of $FASTDET_COCO_MINI resized, else noise.
+def image_1080p(seed: int = 0, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+    """A 1080x1920 (or `size`) BGR uint8 frame: the first photo of $FASTDET_COCO_MINI resized,
+    else noise.
 
     Resampling cost does not depend on content, but a photo keeps the anchors honest about
     any data-dependent path (e.g. saturation in the fp16 conversion).
@@ -44,9 +45,9 @@ def image_1080p(seed: int = 0) -> np.ndarray:
         for path in sorted(Path(root).rglob("*.jpg")):
             photo = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if photo is not None:
-                return cv2.resize(photo, IMAGE_SIZE[::-1], interpolation=cv2.INTER_LINEAR)
+                return cv2.resize(photo, size[::-1], interpolation=cv2.INTER_LINEAR)
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (*IMAGE_SIZE, 3), dtype=np.uint8)
+    return rng.integers(0, 256, (*size, 3), dtype=np.uint8)
 
 
 def image_source() -> str:
