@@ -204,10 +204,11 @@ def test_half_precision() -> None:
     torch.testing.assert_close(half[..., 4:].float(), full[..., 4:], rtol=0.05, atol=0.02)
 
 
-# torch >= 2.9 warns that the TorchScript-based exporter (dynamo=False, what export.py uses) is
-# legacy; the warning is about the exporter, not this model.
+# torch >= 2.9 warns that the TorchScript-based exporter (dynamo=False, what export.py uses) and
+# its internal helpers are deprecated; the warnings are about the exporter, not this model.
 @pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
-def test_onnx_export_with_dynamic_batch(tmp_path: Path) -> None:
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
+def test_onnx_export_with_dynamic_batch_and_size(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     model = _random("yolov7-tiny")
@@ -219,16 +220,18 @@ def test_onnx_export_with_dynamic_batch(tmp_path: Path) -> None:
             str(path),
             input_names=["images"],
             output_names=["output"],
-            dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}},
+            dynamic_axes={"images": {0: "batch", 2: "h", 3: "w"}, "output": {0: "batch", 1: "n"}},
             opset_version=12,
             dynamo=False,
         )
-        x = _photo_like(3, 256, 320, 4)
-        expected = model(x).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"images": x.numpy()})
-    assert got.shape == (3, 3 * (32 * 40 + 16 * 20 + 8 * 10), 85)
-    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+    for batch, h, w in ((1, 256, 320), (3, 192, 128)):
+        x = _photo_like(batch, h, w, 4)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        (got,) = session.run(None, {"images": x.numpy()})
+        assert got.shape == (batch, sum(3 * (h // s) * (w // s) for s in (8, 16, 32)), 85)
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
 # --- seeded random weights --------------------------------------------------------------------
@@ -260,16 +263,17 @@ def test_init_random_outputs_depend_on_the_input() -> None:
     assert obj_corr < 0.95
 
 
-def test_init_random_keeps_the_official_score_priors() -> None:
-    """Mean logits sit near the official bias initialisation: objectness log(8 / (640 / s)^2),
+@pytest.mark.parametrize(("name", "side"), [("yolov7", 320), ("yolov7-w6", 384)])
+def test_init_random_keeps_the_official_score_priors(name: str, side: int) -> None:
+    """Median logits sit near the official bias initialisation: objectness log(8 / (640 / s)^2),
     classes log(0.6 / (nc - 0.99))."""
-    model = _random("yolov7")
+    model = _random(name)
     with torch.no_grad():
-        y = model(_photo_like(1, 320, 320, 12)).double()
+        y = model(_photo_like(1, side, side, 12)).double()
     logit = torch.log(y[0, :, 4:] / (1 - y[0, :, 4:]))
     start = 0
-    for stride in info("yolov7").strides:
-        n = 3 * (320 // stride) ** 2
+    for stride in info(name).strides:
+        n = 3 * (side // stride) ** 2
         obj = logit[start : start + n, 0].median()
         assert obj == pytest.approx(math.log(8 / (640 / stride) ** 2), abs=1.5)
         cls = logit[start : start + n, 1:].median()

@@ -240,21 +240,23 @@ _E6E: tuple[Block, ...] = (
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """A variant's architecture: its blocks and the activation of every convolution."""
+    """A variant: its blocks, the activation of every convolution, and the spread of its random
+    detection logits (init_random)."""
 
     blocks: tuple[Block, ...]
     activation: str  # "silu" or "leaky" (LeakyReLU 0.1)
+    head_logit_std: float
 
 
 VARIANTS: dict[str, VariantSpec] = {
-    "yolov7-tiny": VariantSpec(_TINY, "leaky"),
-    "yolov7-tiny-silu": VariantSpec(_TINY, "silu"),
-    "yolov7": VariantSpec(_YOLOV7, "silu"),
-    "yolov7x": VariantSpec(_YOLOV7X, "silu"),
-    "yolov7-w6": VariantSpec(_W6, "silu"),
-    "yolov7-e6": VariantSpec(_E6, "silu"),
-    "yolov7-d6": VariantSpec(_D6, "silu"),
-    "yolov7-e6e": VariantSpec(_E6E, "silu"),
+    "yolov7-tiny": VariantSpec(_TINY, "leaky", 2.3),
+    "yolov7-tiny-silu": VariantSpec(_TINY, "silu", 2.0),
+    "yolov7": VariantSpec(_YOLOV7, "silu", 1.5),
+    "yolov7x": VariantSpec(_YOLOV7X, "silu", 1.65),
+    "yolov7-w6": VariantSpec(_W6, "silu", 1.3),
+    "yolov7-e6": VariantSpec(_E6, "silu", 1.5),
+    "yolov7-d6": VariantSpec(_D6, "silu", 1.55),
+    "yolov7-e6e": VariantSpec(_E6E, "silu", 1.2),
 }
 
 
@@ -493,8 +495,16 @@ class YOLOv7(nn.Module):
         self.model = nn.ModuleList(modules)
         self.channels = channels
         self.detect_index = len(modules) - 1
-        used = {s for layer in self.layers[1:] for s in _sources(layer)}
-        self._keep = frozenset(used)
+        # Outputs read by a later layer than the next are kept until their last reader has run.
+        last_read: dict[int, int] = {}
+        for i, layer in enumerate(self.layers):
+            for s in _sources(layer):
+                if 0 <= s < i - 1 or (s == i - 1 and isinstance(layer.src, tuple)):
+                    last_read[s] = i
+        self._keep = frozenset(last_read)
+        self._release: dict[int, list[int]] = {}
+        for s, i in last_read.items():
+            self._release.setdefault(i, []).append(s)
 
     @staticmethod
     def _make(layer: Layer, ins: list[int], act: str, info: ModelInfo) -> tuple[nn.Module, int]:
@@ -543,7 +553,9 @@ class YOLOv7(nn.Module):
                 x = images if layer.src < 0 else (x if layer.src == i - 1 else outputs[layer.src])
                 x = module(x)
             else:
-                x = module([outputs[s] if s != i - 1 else x for s in layer.src])
+                x = module([outputs[s] for s in layer.src])
+            for s in self._release.get(i, ()):
+                del outputs[s]
             if i in self._keep:
                 outputs[i] = x
         return x
@@ -569,31 +581,35 @@ def build_model(info: ModelInfo) -> torch.nn.Module:
 # Seeded random weights (model-facts section 5).
 # ---------------------------------------------------------------------------------------------
 
-# Standard deviation of the detection logits around the official bias initialisation: sets how
-# many cells of a photograph score high (model-facts section 5).
-HEAD_LOGIT_STD = 1.0
-# Side of the synthetic calibration image the convolution statistics are taken on.
-CALIBRATION_SIZE = 256
-PER_CHANNEL_STD = False
-PRE_ACT_STD = 4.0
-HEAD_PER_CHANNEL = False
-HEAD_ORTHOGONAL = True
+# Every convolution's output is scaled to this root mean square on the calibration image. At this
+# scale SiLU acts almost as ReLU, whose second-moment map is neutral: a photograph with more or
+# less contrast than the calibration image scales the activations in proportion instead of
+# compounding layer after layer (measured: activation std 1.7-3.7 through every variant).
+PRE_ACTIVATION_RMS = 4.0
+# Side of the calibration image per 640 input pixels: 256 for P5 models, 512 for P6 models.
+CALIBRATION_SIDE = 256
 
 
 def init_random(model: torch.nn.Module, info: ModelInfo, generator: torch.Generator) -> None:
-    """Seeded random weights that make the outputs depend on the input.
+    """Seeded random weights that make the outputs depend on the input (model-facts section 5).
 
-    Kernels are fan-in scaled normals. Each convolution's output channels are then brought to zero
-    mean and unit variance, as if BatchNorm had been fused with the statistics of a calibration
-    image (a smooth random field drawn from the same generator): activations neither vanish nor
-    explode through the 100+ layers, and every channel responds to the image. The detection logits
-    get standard deviation HEAD_LOGIT_STD around the official bias initialisation (objectness
-    log(8 / (640 / s)^2) for stride s, classes log(0.6 / (nc - 0.99))), so a photograph yields a
-    realistic number of confident rows. Same generator state, same weights.
+    - Kernels are fan-in scaled normals with zero biases; each convolution is then rescaled,
+      layer by layer, to output root mean square PRE_ACTIVATION_RMS on a calibration image (a
+      photograph-like 1/f random field drawn from the same generator), so activations neither
+      vanish nor explode through the 100+ layers.
+    - Detection convolutions: kernels made orthogonal to the calibration image's mean feature
+      vector (the overall level of a feature map follows the image's brightness and contrast; it
+      must not switch a class on everywhere), then centred and scaled to logit standard deviation
+      `VARIANTS[name].head_logit_std` around the official bias initialisation: objectness
+      log(8 / (640 / s)^2) for stride s, classes log(0.6 / (nc - 0.99)). head_logit_std is set
+      per variant so that COCO photographs, letterboxed, give a few dozen rows with objectness and
+      objectness x class above 0.25.
+
+    The same generator state gives the same weights.
     """
     if not isinstance(model, YOLOv7):
         raise TypeError(f"yolov7.init_random: model must be a YOLOv7 module, got {type(model)}")
-    _spec(info)
+    spec = _spec(info)
     detect = model.model[model.detect_index]
     assert isinstance(detect, Detect)
     head_bias = {}
@@ -605,44 +621,40 @@ def init_random(model: torch.nn.Module, info: ModelInfo, generator: torch.Genera
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         for conv in convs:
-            fan_in = conv.weight[0].numel()
-            _fill_normal(conv.weight, 1.0 / math.sqrt(fan_in), generator)
+            _fill_normal(conv.weight, 1.0 / math.sqrt(conv.weight[0].numel()), generator)
             assert conv.bias is not None
             conv.bias.zero_()
         parameter = next(model.parameters())
-        side = CALIBRATION_SIZE * info.input_size // 640
-        image = _calibration_image(side, generator, max(1, info.input_size // 640))
+        upscale = max(1, info.input_size // 640)  # P6 inputs are photographs enlarged 2x
+        image = _calibration_image(CALIBRATION_SIDE * upscale, generator, upscale)
         image = image.to(device=parameter.device, dtype=parameter.dtype)
 
-        def normalise(conv: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        def calibrate(conv: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
             assert isinstance(conv, nn.Conv2d) and conv.bias is not None
-            if conv in head_bias and HEAD_ORTHOGONAL:
-                mean_in = inputs[0].double().mean(dim=(0, 2, 3))
-                unit = mean_in / mean_in.norm()
+            if conv in head_bias:
+                features = inputs[0].double()
+                direction = features.mean(dim=(0, 2, 3))
+                direction = direction / direction.norm().clamp(min=1e-12)
                 w = conv.weight.double().flatten(1)
-                w = w - (w @ unit)[:, None] * unit[None, :]
+                w = w - (w @ direction)[:, None] * direction[None, :]
                 conv.weight.copy_(w.view_as(conv.weight).to(conv.weight.dtype))
-                output = nn.functional.conv2d(inputs[0], conv.weight, conv.bias)  # a 1x1 conv
+                output = nn.functional.conv2d(inputs[0], conv.weight)  # 1x1, zero bias
             flat = output.detach().double().transpose(0, 1).reshape(output.shape[1], -1)
             if conv in head_bias:
                 mean = flat.mean(1)
-                if HEAD_PER_CHANNEL:
-                    std = flat.std(1).clamp(min=1e-6)
-                else:
-                    std = (
-                        (flat - mean[:, None]).pow(2).mean().sqrt().clamp(min=1e-6).expand_as(mean)
-                    )
-                scale = HEAD_LOGIT_STD / std
+                std = (flat - mean[:, None]).pow(2).mean().sqrt().clamp(min=1e-12)
+                scale = (spec.head_logit_std / std).expand_as(mean)
                 shift = head_bias[conv] - mean * scale
             else:
-                scale = (PRE_ACT_STD / flat.pow(2).mean().sqrt().clamp(min=1e-6)).expand(len(flat))
+                rms = flat.pow(2).mean().sqrt().clamp(min=1e-12)
+                scale = (PRE_ACTIVATION_RMS / rms).expand(len(flat))
                 shift = torch.zeros_like(scale)
             conv.weight.mul_(scale.to(conv.weight.dtype).view(-1, 1, 1, 1))
-            conv.bias.copy_((conv.bias.double() * scale + shift).to(conv.bias.dtype))
+            conv.bias.copy_(shift.to(conv.bias.dtype))
             view = (1, -1, 1, 1)
             return output * scale.to(output.dtype).view(view) + shift.to(output.dtype).view(view)
 
-        hooks = [conv.register_forward_hook(normalise) for conv in convs]
+        hooks = [conv.register_forward_hook(calibrate) for conv in convs]
         try:
             model(image)
         finally:

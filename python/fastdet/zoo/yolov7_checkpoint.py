@@ -330,7 +330,8 @@ def _flatten(obj: Any, path: str | os.PathLike[str]) -> _Flat:
     model = obj
     if isinstance(obj, dict) and not _is_state_dict(obj):
         # The official attempt_load: ckpt['ema' if ckpt.get('ema') else 'model'].
-        model = obj.get("ema") or obj.get("model")
+        ema = obj.get("ema")
+        model = ema if isinstance(ema, (Record, dict)) and ema else obj.get("model")
         if model is None:
             model = obj.get("state_dict")
     flat = _Flat()
@@ -348,10 +349,11 @@ def _flatten(obj: Any, path: str | os.PathLike[str]) -> _Flat:
     )
 
 
-def _walk(record: Record, prefix: str, flat: _Flat, seen: set[int], path: Any) -> None:
-    if id(record) in seen or prefix.count(".") > 64:
+def _walk(record: Record, prefix: str, flat: _Flat, above: set[int], path: Any) -> None:
+    """Collects a module record's tensors under their state_dict names; `above` holds the
+    records on the way down (a module that contains itself is malformed)."""
+    if id(record) in above or prefix.count(".") > 64:
         raise _fail(path, f"has a cyclic or too deep module tree at {prefix!r}")
-    seen.add(id(record))
     state = record.__dict__
     skip = state.get("_non_persistent_buffers_set") or set()
     for group in ("_parameters", "_buffers"):
@@ -376,7 +378,7 @@ def _walk(record: Record, prefix: str, flat: _Flat, seen: set[int], path: Any) -
             continue
         if not isinstance(child, Record):
             raise _fail(path, f"has a non-module child {prefix}{name}")
-        _walk(child, f"{prefix}{name}.", flat, seen, path)
+        _walk(child, f"{prefix}{name}.", flat, above | {id(record)}, path)
 
 
 class _Float64View(dict[str, torch.Tensor]):
@@ -409,6 +411,17 @@ def deploy_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The deploy-form state dict (fp32) of an unpickled checkpoint: fused, with the detection
     layer at `detect_index` (where `variant` has it)."""
+    try:
+        return _deploy_state_dict(obj, variant, detect_index, path)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        raise _fail(path, f"holds inconsistent tensors ({type(e).__name__}: {e})") from None
+
+
+def _deploy_state_dict(
+    obj: Any, variant: str, detect_index: int, path: str | os.PathLike[str]
+) -> dict[str, torch.Tensor]:
     flat = _flatten(obj, path)
     sd = _Float64View(flat.tensors)
     used: set[str] = set()
