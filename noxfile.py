@@ -54,10 +54,44 @@ def bench(session: nox.Session) -> None:
     json_path = ROOT / ".benchmarks" / "latest.json"
     json_path.parent.mkdir(exist_ok=True)
     session.run(
-        "pytest", "benchmarks", "-o", "python_files=bench_*.py", "-p", "no:cacheprovider",
-        "--benchmark-only", f"--benchmark-json={json_path}", *session.posargs,
-    )  # fmt: skip
+        "pytest",
+        "benchmarks",
+        "-o",
+        "python_files=bench_*.py",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-only",
+        f"--benchmark-json={json_path}",
+        *session.posargs,
+    )
     session.run("python", "benchmarks/report.py", str(json_path))
+
+
+@nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """The C++ ops built with AddressSanitizer + UndefinedBehaviorSanitizer, driven by random
+    sizes, strides and values (hypothesis) for a bounded number of examples."""
+    session.install("pytest", "hypothesis", "numpy", "opencv-python-headless")
+    session.install(".", env={"FASTDET_CUDA": "OFF", "FASTDET_SANITIZE": "ON"})
+    preload = [
+        str(session.run("gcc", f"-print-file-name={lib}", silent=True, external=True)).strip()
+        for lib in ("libasan.so", "libstdc++.so")  # libstdc++ too, or ASan misses __cxa_throw
+    ]
+    env = {
+        # The interpreter is not instrumented: load the ASan runtime first, ignore its leaks.
+        "LD_PRELOAD": " ".join(preload),
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "FASTDET_FUZZ_EXAMPLES": os.environ.get("FASTDET_FUZZ_EXAMPLES", "2000"),
+    }
+    ops = [
+        "tests/test_fuzz.py",
+        "tests/test_errors.py",
+        "tests/test_nms.py",
+        "tests/test_preprocess.py",
+        "tests/test_postprocess.py",
+    ]
+    session.run("pytest", *ops, "-p", "no:cacheprovider", *session.posargs, env=env)
 
 
 @nox.session(default=False)
