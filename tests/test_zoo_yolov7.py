@@ -9,6 +9,7 @@ their unfused forward, written from the facts independently of fastdet's fusion.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -137,8 +138,16 @@ def test_tiny_output_at_input_size() -> None:
     [("yolov7", (320, 256)), ("yolov7-e6", (256, 192)), ("yolov7-e6e", (128, 192))],
 )
 def test_bigger_models_at_small_inputs(name: str, size: tuple[int, int]) -> None:
-    model = Y.build_model(info(name)).eval()  # torch's default weights: shapes only
+    # Shapes and finiteness only: constant kernels (1 / fan-in) are cheap to set on 150M weights.
+    model = _meta(name).to_empty(device="cpu").eval()
+    detect = model.model[model.detect_index]
+    pixels = torch.tensor(info(name).anchors, dtype=torch.float32)
+    strides = torch.tensor(info(name).strides, dtype=torch.float32)
     with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0 / p[0].numel() if p.dim() == 4 else 0.0)
+        detect.anchor_grid.copy_(pixels.view_as(detect.anchor_grid))
+        detect.anchors.copy_(pixels.view_as(detect.anchors) / strides.view(-1, 1, 1))
         y = model(torch.rand(2, 3, *size))
     rows = sum(3 * (size[0] // s) * (size[1] // s) for s in info(name).strides)
     assert y.shape == (2, rows, 85)
@@ -216,7 +225,7 @@ def test_onnx_export_with_dynamic_batch_and_size(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.onnx.export(
             model,
-            (torch.zeros(1, 3, 256, 320),),
+            (torch.zeros(1, 3, 128, 160),),
             str(path),
             input_names=["images"],
             output_names=["output"],
@@ -225,7 +234,7 @@ def test_onnx_export_with_dynamic_batch_and_size(tmp_path: Path) -> None:
             dynamo=False,
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch, h, w in ((1, 256, 320), (3, 192, 128)):
+    for batch, h, w in ((1, 128, 160), (3, 192, 128)):
         x = _photo_like(batch, h, w, 4)
         with torch.no_grad():
             expected = model(x).numpy()
@@ -292,9 +301,10 @@ def test_init_random_on_photographs(coco_images: list[np.ndarray]) -> None:
     with torch.no_grad():
         y = model(torch.from_numpy(batch))
     obj, cls = y[..., 4], y[..., 5:].max(-1).values
-    rows = ((obj > 0.25) & (obj * cls > 0.25)).sum(1)
-    assert 1 <= float(rows.median()) <= 300
-    assert (y[0, :, 4:] - y[1, :, 4:]).abs().mean() > 1e-3
+    rows = ((obj > 0.25) & (obj * cls > 0.25)).sum(1).tolist()
+    assert 10 <= float(np.median(rows)) <= 100, rows  # a few dozen (30 when measured)
+    for a, b in itertools.pairwise(y):  # every photograph scores differently
+        assert (a[:, 4:] - b[:, 4:]).abs().mean() > 1e-3
 
 
 # --- official-format checkpoints --------------------------------------------------------------
@@ -562,15 +572,23 @@ def _save(obj: object, path: Path, mods: dict) -> Path:
 
 
 def _reference(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The unfused training-form forward, in float32 (fp16 weights are exact in float32)."""
     with torch.no_grad():
-        return model.double()(x.double())
+        return model.float()(x)
+
+
+def _assert_same(got: np.ndarray, expected: np.ndarray) -> None:
+    """Same outputs up to float32 rounding: rtol 1e-4; absolute floors of 1e-3 pixels for boxes
+    (cx near 0 cancels) and 1e-6 for scores."""
+    np.testing.assert_allclose(got[..., :4], expected[..., :4], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got[..., 4:], expected[..., 4:], rtol=1e-4, atol=1e-6)
 
 
 def _loaded(name: str, path: Path, x: torch.Tensor) -> torch.Tensor:
     model = Y.build_model(info(name)).eval()
     Y.load_weights(model, info(name), path)
     with torch.no_grad():
-        return model.double()(x.double())
+        return model(x)
 
 
 @pytest.mark.parametrize(
@@ -578,7 +596,7 @@ def _loaded(name: str, path: Path, x: torch.Tensor) -> torch.Tensor:
     [
         ("yolov7-tiny", "IDetect", False, (256, 320)),
         ("yolov7", "IDetect", True, (128, 160)),
-        ("yolov7-w6", "IAuxDetect", True, (128, 192)),
+        ("yolov7-w6", "IAuxDetect", True, (128, 128)),
     ],
 )
 def test_official_training_checkpoint(
@@ -592,7 +610,7 @@ def test_official_training_checkpoint(
     x = _photo_like(2, *size, seed=7)
     expected = _reference(train, x)
     got = _loaded(name, path, x)
-    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
+    _assert_same(got.numpy(), expected.numpy())
     assert 0.01 < float(expected[..., 4].std())  # the comparison is not between constants
 
 
@@ -610,33 +628,31 @@ def test_ema_is_preferred_and_numpy_entries_are_accepted(stand_ins: dict, tmp_pa
     }
     path = _save(ckpt, tmp_path / "last.pt", stand_ins)
     x = _photo_like(1, 128, 128, seed=8)
-    np.testing.assert_allclose(
-        _loaded("yolov7-tiny", path, x).numpy(), _reference(ema, x).numpy(), rtol=1e-4, atol=1e-6
-    )
+    _assert_same(_loaded("yolov7-tiny", path, x).numpy(), _reference(ema, x).numpy())
 
 
 def test_deploy_form_and_state_dict_checkpoints(stand_ins: dict, tmp_path: Path) -> None:
     # The reparameterisation notebook's output: deploy config (Detect, no implicit layers), BN
-    # and RepConv branches still unfused.
-    deploy = _training_model("yolov7", stand_ins, "Detect", seed=4)
+    # still unfused.
+    deploy = _training_model("yolov7-tiny", stand_ins, "Detect", seed=4)
     x = _photo_like(1, 128, 128, seed=9)
     expected = _reference(deploy, x).numpy()
     deploy.float()
     path = _save({"model": deploy, "optimizer": None}, tmp_path / "deploy.pt", stand_ins)
-    np.testing.assert_allclose(_loaded("yolov7", path, x).numpy(), expected, rtol=1e-4, atol=1e-6)
+    got = _loaded("yolov7-tiny", path, x).numpy()
+    _assert_same(got, expected)
     # A plain state dict of the same model (BatchNorm eps defaults to the official 1e-3).
     path = tmp_path / "state.pt"
     torch.save(deploy.state_dict(), path)
-    np.testing.assert_allclose(_loaded("yolov7", path, x).numpy(), expected, rtol=1e-4, atol=1e-6)
+    got = _loaded("yolov7-tiny", path, x).numpy()
+    _assert_same(got, expected)
     # fastdet's own deploy state dict round-trips exactly.
     mine = _random("yolov7-tiny", seed=1)
     torch.save(mine.state_dict(), path)
     again = Y.build_model(info("yolov7-tiny"))
     Y.load_weights(again, info("yolov7-tiny"), path)
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip(again.state_dict().values(), mine.state_dict().values(), strict=True)
-    )
+    expected_sd = mine.state_dict()
+    assert all(torch.equal(t, expected_sd[k]) for k, t in again.state_dict().items())
 
 
 def test_checkpoint_fused_by_the_official_code(stand_ins: dict, tmp_path: Path) -> None:
@@ -653,9 +669,10 @@ def test_checkpoint_fused_by_the_official_code(stand_ins: dict, tmp_path: Path) 
             conv.weight *= im.implicit.reshape(-1, 1, 1, 1)
     head.folded = True
     head.forward = head.fuseforward
-    np.testing.assert_allclose(_reference(model, x).numpy(), expected, rtol=1e-9)
+    _assert_same(_reference(model, x).numpy(), expected)
     path = _save({"model": model.float()}, tmp_path / "fused.pt", stand_ins)
-    np.testing.assert_allclose(_loaded("yolov7-tiny", path, x).numpy(), expected, rtol=1e-4)
+    got = _loaded("yolov7-tiny", path, x).numpy()
+    _assert_same(got, expected)
 
 
 def test_wrong_variant_is_named(stand_ins: dict, tmp_path: Path) -> None:
