@@ -584,7 +584,8 @@ def build_model(info: ModelInfo) -> torch.nn.Module:
 # Every convolution's output is scaled to this root mean square on the calibration image. At this
 # scale SiLU acts almost as ReLU, whose second-moment map is neutral: a photograph with more or
 # less contrast than the calibration image scales the activations in proportion instead of
-# compounding layer after layer (measured: activation std 1.7-3.7 through every variant).
+# compounding layer after layer (measured on COCO photographs: layer output std 0.3-6.5, median
+# 2.0-2.8, in every variant).
 PRE_ACTIVATION_RMS = 4.0
 # Side of the calibration image per 640 input pixels: 256 for P5 models, 512 for P6 models.
 CALIBRATION_SIDE = 256
