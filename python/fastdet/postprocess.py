@@ -205,18 +205,16 @@ def _run_yolov7(
     return _core.postprocess_yolov7(out, rows, options(out.shape[2] - 5, out.shape[1]))
 
 
-def _run_yolov7_raw(
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
-) -> list[_core.DetectionArrays]:
+def _raw_levels(
+    arrays: list[Any], transforms: Sequence[Transform], anchors: Any, as_array: Callable[..., Any]
+) -> tuple[list[Any], list[float], list[list[float]], int, int]:
+    """Validated yolov7-raw levels (finest grid first), their strides, the anchor sets, the
+    channel count and the total rows; `as_array` checks one level (host or GPU)."""
     batch = len(transforms)
     if not arrays:
         fail(_FUNCTION, "outputs", arrays, "one [B, A, ny, nx, 5 + C] array per level")
     levels = [
-        _batch_array(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
+        as_array(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
         for i, a in enumerate(arrays)
     ]
     levels.sort(key=lambda a: -a.shape[2])  # P3 (the finest grid) first, as the rows are ordered
@@ -232,6 +230,19 @@ def _run_yolov7_raw(
         strides.append(float(input_h // ny))
     anchor_sets = _anchor_sets(anchors, len(levels))
     total_rows = sum(a.shape[1] * a.shape[2] * a.shape[3] for a in levels)
+    return levels, strides, anchor_sets, int(channels), int(total_rows)
+
+
+def _run_yolov7_raw(
+    arrays: list[Any],
+    transforms: Sequence[Transform],
+    rows: np.ndarray,
+    options: _Options,
+    anchors: Any,
+) -> list[_core.DetectionArrays]:
+    levels, strides, anchor_sets, channels, total_rows = _raw_levels(
+        arrays, transforms, anchors, _batch_array
+    )
     return _core.postprocess_yolov7_raw(
         levels, strides, anchor_sets, rows, options(channels - 5, total_rows)
     )
@@ -384,26 +395,9 @@ def _cuda_yolov7_raw(
     options: _Options,
     anchors: Any,
 ) -> int:
-    batch = len(transforms)
-    if not arrays:
-        fail(_FUNCTION, "outputs", arrays, "one [B, A, ny, nx, 5 + C] array per level")
-    levels = [
-        _cuda_array(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
-        for i, a in enumerate(arrays)
-    ]
-    levels.sort(key=lambda a: -a.shape[2])  # P3 (the finest grid) first, as the rows are ordered
-    channels = levels[0].shape[4]
-    input_h, input_w = transforms[0].input_size
-    strides = []
-    for i, level in enumerate(levels):
-        _, _, ny, nx, no = level.shape
-        grid_fits = input_h % ny == 0 and input_w % nx == 0 and input_h // ny == input_w // nx
-        if no != channels or no < 6 or not grid_fits:
-            expected = f"a level of {channels} channels whose grid divides the input"
-            fail(_FUNCTION, f"outputs[{i}]", level, f"{expected} {input_h}x{input_w}")
-        strides.append(float(input_h // ny))
-    anchor_sets = _anchor_sets(anchors, len(levels))
-    total_rows = sum(a.shape[1] * a.shape[2] * a.shape[3] for a in levels)
+    levels, strides, anchor_sets, channels, total_rows = _raw_levels(
+        arrays, transforms, anchors, _cuda_array
+    )
     settings = options(channels - 5, total_rows)
     values, on_host = _cuda_inputs(levels)
     if not on_host and len({level.dtype for level in levels}) > 1:
