@@ -331,7 +331,7 @@ def test_deployed_and_ddp_state_dicts_load(tmp_path: Path) -> None:
             assert_same_outputs(model(x), want)
 
 
-@pytest.mark.parametrize("name", ["damo-yolo-s", "damo-yolo-m"])
+@pytest.mark.parametrize("name", ["damo-yolo-t", "damo-yolo-s", "damo-yolo-m"])
 def test_legacy_81_class_checkpoint(name: str, tmp_path: Path) -> None:
     twin = training_twin(name, seed=7, legacy=True)
     assert twin.state_dict()["head.gfl_cls.0.weight"].shape[0] == 81
@@ -345,7 +345,7 @@ def test_legacy_81_class_checkpoint(name: str, tmp_path: Path) -> None:
 
 
 def test_fuse_batchnorm_keeps_outputs(tmp_path: Path) -> None:
-    for name in ("damo-yolo-t", "damo-yolo-nm"):
+    for name in ("damo-yolo-t", "damo-yolo-ns"):
         model = build_model(info(name))
         load_weights(model, info(name), save_official(training_twin(name, 3).state_dict(),
                                                       tmp_path / f"{name}.pth"))  # fmt: skip
