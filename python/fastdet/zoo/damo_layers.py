@@ -370,8 +370,9 @@ class ZeroHead(nn.Module):
             probs = logits.reshape(n, 4, self.reg_max + 1, h * w).softmax(dim=2)
             ltrb = (probs * bins.to(probs.dtype)).sum(dim=2).transpose(1, 2) * stride
             # Prior points are the cells' top-left corners (col * stride, row * stride).
-            xs = torch.arange(w, dtype=x.dtype, device=x.device) * stride
-            ys = torch.arange(h, dtype=x.dtype, device=x.device) * stride
+            # Integer ranges, then cast: ONNX Runtime has no float16 Range.
+            xs = torch.arange(w, device=x.device).to(x.dtype) * stride
+            ys = torch.arange(h, device=x.device).to(x.dtype) * stride
             px = xs.view(1, w).expand(h, w).reshape(1, h * w)
             py = ys.view(h, 1).expand(h, w).reshape(1, h * w)
             box = torch.stack(
