@@ -12,6 +12,7 @@ the official head does. Already deployed state dicts load as they are.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,7 +105,8 @@ def _branch_keys() -> tuple[str, ...]:
 
 
 def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch bolds some advice
+    text = text.splitlines()[0] if text else ""
     text = text if len(text) <= 160 else text[:157] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
