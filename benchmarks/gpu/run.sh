@@ -1,39 +1,46 @@
 #!/usr/bin/env bash
 # fastdet on a GPU machine: build for Hopper, run the CUDA tests, run them under
-# compute-sanitizer memcheck, measure the machine's ceilings, run the GPU benchmarks; every log
-# and a summary go to $OUT (at most 8 files, the device tool's limit).
+# compute-sanitizer memcheck and racecheck, check the Detector on the GPU against the CPU one,
+# measure the machine's ceilings, run the GPU benchmarks and the Detector's timings; every log
+# and a summary go to $LOGS.
 #
-#   bash benchmarks/gpu/run.sh [STAGE ...]      STAGE: build test memcheck ceilings bench summary
-#                                                (default: all of them, in that order)
+#   bash benchmarks/gpu/run.sh [STAGE ...]
 #
-# One device call may run 10 minutes and a fresh machine is bare, so two calls cover it all:
-#   bash benchmarks/gpu/run.sh build test
-#   bash benchmarks/gpu/run.sh build memcheck ceilings bench summary
+# STAGE: build test memcheck racecheck parity ceilings bench detector summary pack (default: all,
+# in that order). Stages joined by '+' run at the same time (`test+memcheck+racecheck+parity`:
+# correctness checks that do not time anything); timed stages should run alone.
 # `build` is skipped when this tree's fastdet is already installed with CUDA. Each stage has its
 # own time limit (FASTDET_GPU_<STAGE>_TIMEOUT seconds) and a failing stage does not stop the
 # others; the exit status is that of the first failing stage.
+#
+# Files: logs go to $LOGS (default $OUT, else benchmarks/results/gpu-<date>). The device tool
+# brings back at most 8 files from $OUT, so there set LOGS elsewhere and end with `pack`: it
+# copies summary.md and machine.txt to $OUT and everything else as $OUT/logs.tar.gz.
+# The Detector stages read the coco-mini photos from $FASTDET_COCO_MINI.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO="$PWD"
 OUT="${OUT:-$REPO/benchmarks/results/gpu-$(date +%Y-%m-%d-%H%M%S)}"
-mkdir -p "$OUT"
+LOGS="${LOGS:-$OUT}"
+mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test memcheck ceilings bench summary)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test memcheck racecheck parity ceilings bench detector summary pack)
 STATUS=0
 
-note() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/machine.txt"; }
+note() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOGS/machine.txt"; }
 
-# Runs a stage with its time limit; its output goes to $OUT/<log>.
+# Runs a stage with its time limit; its output goes to $LOGS/<log>.
 stage() {
   local name="$1" limit="$2" log="$3"
   shift 3
   note "stage $name (limit ${limit}s) -> $log"
-  timeout --signal=INT --kill-after=30 "$limit" "$@" >"$OUT/$log" 2>&1
+  local began=$SECONDS
+  timeout --signal=INT --kill-after=30 "$limit" "$@" >"$LOGS/$log" 2>&1
   local rc=$?
-  note "stage $name: exit $rc"
-  tail -n 15 "$OUT/$log"
-  if [ $rc -ne 0 ] && [ $STATUS -eq 0 ]; then STATUS=$rc; fi
+  note "stage $name: exit $rc after $((SECONDS - began)) s"
+  tail -n 15 "$LOGS/$log"
+  echo "$rc" >"$LOGS/.rc-$name"
   return $rc
 }
 
@@ -56,19 +63,22 @@ python3 -c "import pytest_timeout" >/dev/null 2>&1 && TIMEOUT_ARGS=(--timeout 60
   nvcc --version 2>&1 | tail -n 2
   python3 -c "import sys, numpy, torch, torchvision; print('python', sys.version.split()[0], 'numpy', numpy.__version__, 'torch', torch.__version__, 'torchvision', torchvision.__version__)" 2>&1
   command -v compute-sanitizer >/dev/null && compute-sanitizer --version 2>&1 | tail -n 1
-} >>"$OUT/machine.txt"
+} >>"$LOGS/machine.txt"
 
-# The memcheck subset: every kernel and path (bins larger than a chunk, the spilled kept list,
+XDIST_ARGS=()
+python3 -c "import xdist" >/dev/null 2>&1 && XDIST_ARGS=(-n 4)
+
+# The sanitizer subset: every kernel and path (bins larger than a chunk, the spilled kept list,
 # fp16 inputs, uploads, graph capture, errors) on small workloads, as memcheck runs ~50x slower.
-MEMCHECK_K="(test_random_boxes and 1000 and gpu-inputs) or (score_ties and big-bins) \
+SANITIZER_K="(test_random_boxes and 1000 and gpu-inputs) or (score_ties and big-bins) \
 or (test_max_det and 513) or non_finite or (test_yolov7 and batch3 and float32 and map) \
 or (test_yolov7_raw and batch3 and detect) or (test_damo and batch3 and float16) \
 or (candidate_cap and 257) or graph_capture or batch_array_and_views or out_is_written \
 or (test_gpu_images_match_reference and letterbox and 1081x1919 and to640) \
 or (test_numpy_images_upload and stretch and float16) or dlpack_only or stream_argument"
 
-for s in "${STAGES[@]}"; do
-  case "$s" in
+run_stage() {
+  case "$1" in
     build)
       digest="$(source_digest)"
       if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$digest" ]; then
@@ -80,7 +90,7 @@ for s in "${STAGES[@]}"; do
           mkdir -p "$(dirname "$STAMP")" && echo "$digest" >"$STAMP"
         fi
       fi
-      (cd /tmp && python3 -c "import fastdet; print('fastdet', fastdet.__version__, fastdet.__file__, 'WITH_CUDA', fastdet.WITH_CUDA, 'GPU', fastdet.cuda_is_available())") 2>&1 | tee -a "$OUT/machine.txt"
+      (cd /tmp && python3 -c "import fastdet; print('fastdet', fastdet.__version__, fastdet.__file__, 'WITH_CUDA', fastdet.WITH_CUDA, 'GPU', fastdet.cuda_is_available())") 2>&1 | tee -a "$LOGS/machine.txt"
       ;;
     test)
       # The CUDA tests, plus the CPU op tests on this build (same package, other device).
@@ -88,34 +98,64 @@ for s in "${STAGES[@]}"; do
         python3 -m pytest tests/test_cuda_interop.py tests/test_cuda_preprocess.py \
         tests/test_cuda_nms.py tests/test_cuda_postprocess.py tests/test_nms.py \
         tests/test_postprocess.py tests/test_preprocess.py -q -p no:cacheprovider -rfEs \
-        --durations 15 "${TIMEOUT_ARGS[@]}"
+        --durations 15 "${TIMEOUT_ARGS[@]}" "${XDIST_ARGS[@]}"
       ;;
-    memcheck)
-      stage memcheck "${FASTDET_GPU_MEMCHECK_TIMEOUT:-420}" memcheck.log \
-        compute-sanitizer --tool memcheck --leak-check no --error-exitcode 99 --print-limit 50 \
+    memcheck | racecheck)
+      stage "$1" "${FASTDET_GPU_SANITIZER_TIMEOUT:-420}" "$1.log" \
+        compute-sanitizer --tool "$1" --error-exitcode 99 --print-limit 50 \
         python3 -m pytest tests/test_cuda_interop.py tests/test_cuda_preprocess.py \
         tests/test_cuda_nms.py tests/test_cuda_postprocess.py -q -p no:cacheprovider -rfEs \
-        -k "$MEMCHECK_K"
+        -k "$SANITIZER_K"
+      ;;
+    parity)
+      stage parity "${FASTDET_GPU_PARITY_TIMEOUT:-300}" parity.log \
+        python3 benchmarks/gpu/detector.py "$LOGS/parity.json" --parts parity
       ;;
     ceilings)
       stage ceilings "${FASTDET_GPU_CEILINGS_TIMEOUT:-120}" ceilings.log \
-        python3 benchmarks/gpu/ceilings.py "$OUT/ceilings.json"
+        python3 benchmarks/gpu/ceilings.py "$LOGS/ceilings.json"
       ;;
     bench)
       stage bench "${FASTDET_GPU_BENCH_TIMEOUT:-480}" bench.log \
         python3 -m pytest benchmarks/bench_gpu.py -o python_files='bench_*.py' -p no:cacheprovider \
-        --benchmark-only --benchmark-json="$OUT/bench_gpu.json" --benchmark-columns=median,iqr,rounds -q
+        --benchmark-only --benchmark-json="$LOGS/bench_gpu.json" --benchmark-columns=median,iqr,rounds -q
+      ;;
+    detector)
+      stage detector "${FASTDET_GPU_DETECTOR_TIMEOUT:-300}" detector.log \
+        python3 benchmarks/gpu/detector.py "$LOGS/detector.json" --parts timing,memory
       ;;
     summary)
-      python3 benchmarks/gpu/summary.py "$OUT" >"$OUT/summary.md" 2>&1
-      cat "$OUT/summary.md"
+      python3 benchmarks/gpu/summary.py "$LOGS" >"$LOGS/summary.md" 2>&1
+      cat "$LOGS/summary.md"
+      ;;
+    pack)
+      if [ "$LOGS" != "$OUT" ]; then
+        cp "$LOGS/summary.md" "$LOGS/machine.txt" "$OUT/" 2>/dev/null
+        tar -czf "$OUT/logs.tar.gz" -C "$LOGS" --exclude '.rc-*' .
+      fi
       ;;
     *)
-      echo "run.sh: unknown stage '$s' (build test memcheck ceilings bench summary)" >&2
+      echo "run.sh: unknown stage '$1' (build test memcheck racecheck parity ceilings bench" \
+        "detector summary pack)" >&2
       exit 2
       ;;
   esac
+}
+
+for group in "${STAGES[@]}"; do
+  IFS=+ read -r -a parallel <<<"$group"
+  if [ ${#parallel[@]} -eq 1 ]; then
+    run_stage "$group"
+  else
+    for s in "${parallel[@]}"; do run_stage "$s" & done
+    wait
+  fi
 done
-note "done: exit $STATUS; files in $OUT"
-ls -la "$OUT"
+for rc_file in "$LOGS"/.rc-*; do
+  [ -f "$rc_file" ] || continue
+  rc="$(cat "$rc_file")"
+  if [ "$rc" -ne 0 ] && [ $STATUS -eq 0 ]; then STATUS=$rc; fi
+done
+note "done: exit $STATUS; files in $LOGS"
+ls -la "$LOGS" "$OUT"
 exit $STATUS

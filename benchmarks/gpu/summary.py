@@ -9,6 +9,7 @@ the measured DRAM bandwidth at batch 16, >= 5x torch; postprocess <= 50 us at co
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,85 @@ def load(path: Path) -> Any:
 
 def us(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e6:,.1f}"
+
+
+def last_line(path: Path, pattern: str) -> str:
+    """The last line of a log matching pattern ('-' when the log or the line is missing)."""
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if re.search(pattern, ln)]
+    except OSError:
+        return "- (no log)"
+    return lines[-1].strip() if lines else "- (not found)"
+
+
+def checks(out: Path) -> None:
+    """The test and sanitizer verdicts, from their logs."""
+    print("## Tests and sanitizers\n")
+    print("| check | result |\n|---|---|")
+    print(f"| pytest (CUDA + CPU op tests) | {last_line(out / 'tests.log', r' in [0-9.]+s')} |")
+    for tool in ("memcheck", "racecheck"):
+        log = out / f"{tool}.log"
+        print(f"| {tool} pytest | {last_line(log, r' in [0-9.]+s')} |")
+        print(f"| {tool} | {last_line(log, r'(ERROR|RACECHECK) SUMMARY')} |")
+    print()
+
+
+def detector(out: Path) -> None:
+    """Detector(device="cuda") against the CPU Detector, its added time, its memory."""
+    parity = (load(out / "parity.json") or {}).get("parity", [])
+    if parity:
+        print("## Detector(device='cuda') vs Detector(device='cpu'), torch fp32, coco-mini\n")
+        print(
+            "| model | images | detections | same count | same rows | max box diff px | "
+            "max score diff | postprocess host == device |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for p in parity:
+            if "error" in p:
+                print(f"| error | {p['error'].splitlines()[-1]} |")
+                continue
+            print(
+                f"| {p['model']} | {p['images']} | {p['detections (gpu)']} | "
+                f"{p['images with the same count']} | {p['images with the same rows']} | "
+                f"{p['max box diff px (same rows)']:.2e} | {p['max score diff (same rows)']:.2e} | "
+                f"{p['postprocess host == device (images)']} |"
+            )
+        print()
+    report = load(out / "detector.json") or {}
+    timing = report.get("timing", [])
+    if timing:
+        print("## Detector end to end against the engine alone (batch 1, CUDA graph)\n")
+        print(
+            "| model | precision | engine ms | detector ms photo / 1080p | added ms photo / "
+            "1080p | pipelined fps (64 x 1080p) | throughput ratio | stages p50 ms |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for t in timing:
+            if "error" in t:
+                print(f"| error | {t['error'].splitlines()[-1]} |")
+                continue
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in t["profile ms p50"].items())
+            print(
+                f"| {t['model']} | {t['precision']} | {t['engine alone ms']:.2f} | "
+                f"{t['detector ms (photo, batch 1)']:.2f} / {t['detector ms (1080p, batch 1)']:.2f} | "
+                f"{t['added ms (photo)']:.2f} / {t['added ms (1080p)']:.2f} | "
+                f"{t['pipelined 64 x 1080p fps']:.0f} | "
+                f"{t['throughput ratio (detector / engine)']:.2f} | {stages} |"
+            )
+        print()
+    memory = report.get("memory")
+    if memory and "samples" in memory:
+        print(f"## GPU memory over {memory['calls']} Detector calls ({memory['model']})\n")
+        print("| call | device used MiB | torch allocated MiB | max RSS MiB |\n|---|---|---|---|")
+        for m in memory["samples"]:
+            print(
+                f"| {m['call']} | {m['device used MiB']:.1f} | {m['torch allocated MiB']:.1f} | "
+                f"{m['max rss MiB']:.0f} |"
+            )
+        growth = memory["device growth MiB (100 -> last)"]
+        print(f"\nGrowth after call 100: {growth:.1f} MiB: {'flat' if memory['flat'] else 'GROWS'}\n")
+    elif memory:
+        print(f"## GPU memory\n\nerror: {memory.get('error', '').splitlines()[-1:]}\n")
 
 
 def main() -> None:
@@ -41,6 +121,8 @@ def main() -> None:
         )
         print(f"| pinned host-to-device | {ceilings['h2d_pinned_gbs']:.1f} GB/s |")
         print(f"| pageable host-to-device | {ceilings['h2d_pageable_gbs']:.1f} GB/s |\n")
+    checks(out)
+    detector(out)
     groups: dict[str, list[dict[str, Any]]] = {}
     for b in bench["benchmarks"]:
         groups.setdefault(b["group"], []).append(b)

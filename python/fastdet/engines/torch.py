@@ -3,6 +3,8 @@ CUDA GPU; fp16 on the GPU; CUDA graphs when the input shape is static."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,24 @@ def require_torch() -> Any:
     except ImportError:
         raise ImportError("the torch backend needs torch: pip install 'fastdet[zoo]'") from None
     return torch
+
+
+@contextlib.contextmanager
+def ieee_fp32_convolutions(torch: Any) -> Iterator[None]:
+    """cuDNN runs fp32 convolutions in TF32 (a 10-bit mantissa) by default on Ampere and later:
+    precision="fp32" would then not be fp32, and detections would drift from the CPU's. Inside
+    this block they run in IEEE fp32. The switch is process-wide, so it is restored after."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        before = conv.fp32_precision
+        conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = before
+    else:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
 
 
 class TorchEngine(Engine):
@@ -50,7 +70,9 @@ class TorchEngine(Engine):
         self._graph: Any = None
 
     def _run(self, images: Any) -> list[Any]:
-        result = self.module(images)
+        exact = self.device == "cuda" and self._dtype == self._torch.float32
+        with ieee_fp32_convolutions(self._torch) if exact else contextlib.nullcontext():
+            result = self.module(images)
         return list(result) if isinstance(result, (tuple, list)) else [result]
 
     def _capture(self, shape: tuple[int, ...]) -> None:
