@@ -263,7 +263,7 @@ def test_postprocess_yolov7(
             return fastdet.postprocess(next(rotation), "yolov7", transforms, **settings)
 
     elif case == "fastdet Postprocessor.enqueue":
-        pp = fastdet.gpu.Postprocessor("yolov7")
+        pp = fastdet.Postprocessor("yolov7")
 
         def fn() -> Any:
             pp.enqueue(next(rotation), transforms, **settings)
@@ -299,7 +299,7 @@ def test_postprocess_damo(benchmark: Any, gpu_timed: Any, batch: int, case: str)
             return fastdet.postprocess(list(next(rotation)), "damo", transforms, **settings)
 
     elif case == "fastdet Postprocessor.enqueue":
-        pp = fastdet.gpu.Postprocessor("damo")
+        pp = fastdet.Postprocessor("damo")
 
         def fn() -> Any:
             pp.enqueue(list(next(rotation)), transforms, **settings)

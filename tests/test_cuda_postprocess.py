@@ -8,7 +8,6 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
-from fastdet import gpu
 from hypothesis import given
 from test_cuda_interop import DlpackOnly, GpuLib
 from test_postprocess import (
@@ -294,7 +293,7 @@ def test_postprocessor_graph_capture_and_per_call_thresholds(rng, gpulib):
     transforms = transforms_for(shapes)
     other = transforms_for([(720, 1280), (640, 640), (100, 100)])
     output = gpulib.array(R.yolov7_output(rng, 3))
-    pp = gpu.Postprocessor("yolov7")
+    pp = fastdet.Postprocessor("yolov7")
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
         pp.enqueue(output, transforms, conf=0.25, iou=0.45, stream=stream)  # sizes the workspace

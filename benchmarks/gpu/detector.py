@@ -3,15 +3,17 @@ and GPU memory over a long run.
 
     python3 benchmarks/gpu/detector.py detector.json [--calls 2000] [--parts parity,timing,memory]
 
-- parity: the same zoo model and seeded weights in fp32 as Detector(device="cpu") and
-  Detector(device="cuda") (torch backend) on the coco-mini photos (FASTDET_COCO_MINI); the
-  detections must be the same rows (classes exactly, boxes within 1e-3 px after the engines'
-  own differences are taken out: see "op parity").
-- op parity: the CUDA engine's raw outputs for each photo go through fastdet.postprocess on the
-  CPU (host copies) and on the GPU (the device tensors): identical keep sets, boxes within 1e-3.
+- parity: the same zoo model and seeded weights in fp32 as Detector(device="cpu") (torch on
+  the CPU, fastdet's CPU ops) and Detector(device="cuda") (torch CUDA engine, the GPU frame
+  pipeline) on the coco-mini photos (FASTDET_COCO_MINI): rows matched one to one (class, score
+  within 1e-3, box within 0.5 px), images identical, and the scores of the unmatched rows. Two
+  engines' fp32 arithmetic differs (cuDNN vs oneDNN), so rows near the confidence threshold or
+  the max_det cut may differ; tests/test_cuda_pipeline.py checks the pipeline exactly against
+  its own stages run by hand.
 - added time: the Detector's wall time per frame at batch 1 minus the engine alone (the same
-  module under a CUDA graph on a GPU-resident input, synchronised), for a COCO photo and a
-  1080p frame; and the pipelined throughput over 64 frames against the engine alone.
+  module under a CUDA graph on a GPU-resident input, synchronised), for a COCO photo, a 1080p
+  frame and a 1080p frame already on the GPU; and the pipelined throughput over 64 frames
+  (numpy and GPU) against the engine alone.
 - memory: 2,000 Detector calls on rotating photos; device free memory (cudaMemGetInfo),
   torch's allocator and the process RSS sampled along the way.
 """
@@ -50,18 +52,37 @@ def frame_1080p(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (1920, 1080), interpolation=cv2.INTER_LINEAR)
 
 
-def compare(a: fastdet.Detections, b: fastdet.Detections) -> dict[str, Any]:
-    """How far two detection sets are apart (same order expected)."""
-    same_count = len(a) == len(b)
-    result: dict[str, Any] = {"rows": [len(a), len(b)], "same_count": same_count}
-    if same_count and len(a):
-        result["same_classes"] = bool(np.array_equal(a.classes, b.classes))
-        result["max_score_diff"] = float(np.abs(a.scores - b.scores).max())
-        result["max_box_diff_px"] = float(np.abs(a.boxes - b.boxes).max())
-    elif same_count:
-        result["same_classes"] = True
-        result["max_score_diff"] = result["max_box_diff_px"] = 0.0
-    return result
+def compare(a: fastdet.Detections, b: fastdet.Detections, conf: float) -> dict[str, Any]:
+    """How two detection sets of different engines agree: rows matched one to one (same class,
+    score within 1e-3, box within 0.5 px), and where the unmatched ones sit (scores near the
+    confidence threshold or in the tail that max_det cuts are where fp32 engines may differ)."""
+    used = np.zeros(len(b), bool)
+    lonely = np.zeros(len(a), bool)
+    worst_box, worst_score = 0.0, 0.0
+    for i in range(len(a)):
+        candidates = np.flatnonzero(
+            ~used
+            & (b.classes == a.classes[i])
+            & (np.abs(b.scores - a.scores[i]) <= 1e-3)
+            & (np.abs(b.boxes - a.boxes[i]).max(axis=1, initial=0) <= 0.5)
+        )
+        if not len(candidates):
+            lonely[i] = True
+            continue
+        j = candidates[np.argmin(np.abs(b.boxes[candidates] - a.boxes[i]).max(axis=1))]
+        used[j] = True
+        worst_box = max(worst_box, float(np.abs(b.boxes[j] - a.boxes[i]).max()))
+        worst_score = max(worst_score, float(abs(b.scores[j] - a.scores[i])))
+    unmatched = np.concatenate([a.scores[lonely], b.scores[~used]])
+    return {
+        "rows": [len(a), len(b)],
+        "matched": int(used.sum()),
+        "max_box_diff_px": worst_box,
+        "max_score_diff": worst_score,
+        "unmatched_scores": sorted(float(x) for x in unmatched),
+        "identical": identical(a, b),
+        "conf": conf,
+    }
 
 
 def identical(a: fastdet.Detections, b: fastdet.Detections) -> bool:
@@ -74,44 +95,39 @@ def identical(a: fastdet.Detections, b: fastdet.Detections) -> bool:
 
 
 def parity(model: str, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """The CPU Detector (torch on the CPU, fastdet's CPU ops) against the GPU Detector (torch
+    CUDA engine, the GPU pipeline), same seeded weights, fp32."""
     cpu = Detector(model, backend="torch", device="cpu", precision="fp32", conf=CONF)
     gpu = Detector(model, backend="torch", device="cuda", precision="fp32", conf=CONF, batch=1)
-    rows, worst_box, worst_score, equal_count, same_rows = 0, 0.0, 0.0, 0, 0
-    op_identical = 0
+    rows_cpu = rows_gpu = matched = identical_images = 0
+    worst_box = worst_score = 0.0
+    unmatched: list[float] = []
     per_image = []
-    spec = gpu.spec
-    for name, image in images:
-        found_cpu, found_gpu = cpu(image), gpu(image)
-        c = compare(found_cpu, found_gpu)
+    for _ in range(2):  # the second round replays the captured graphs
+        found_gpu_all = gpu([image for _, image in images])
+    for (name, image), found_gpu in zip(images, found_gpu_all, strict=True):
+        found_cpu = cpu(image)
+        c = compare(found_cpu, found_gpu, CONF)
         per_image.append({"image": name, **c})
-        rows += len(found_gpu)
-        equal_count += c["same_count"]
-        if c["same_count"] and c["same_classes"]:
-            same_rows += 1
-            worst_box = max(worst_box, c["max_box_diff_px"])
-            worst_score = max(worst_score, c["max_score_diff"])
-        # The postprocess alone: the CUDA engine's outputs, on the host and on the device.
-        batch, transforms = fastdet.preprocess(
-            [image], spec.input_size, dtype="float32", **spec.preprocessing
-        )
-        with torch.inference_mode():
-            outputs = gpu.engine.module(torch.from_numpy(batch).cuda())
-        outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
-        settings = dict(conf=CONF, iou=gpu.iou, max_det=gpu.max_det, multi_label=gpu.multi_label)
-        on_host = fastdet.postprocess(
-            [o.cpu().numpy() for o in outputs], spec.format, transforms, **settings
-        )
-        on_device = fastdet.postprocess(outputs, spec.format, transforms, **settings)
-        op_identical += identical(on_host[0], on_device[0])
+        rows_cpu += len(found_cpu)
+        rows_gpu += len(found_gpu)
+        matched += c["matched"]
+        identical_images += c["identical"]
+        worst_box = max(worst_box, c["max_box_diff_px"])
+        worst_score = max(worst_score, c["max_score_diff"])
+        unmatched.extend(c["unmatched_scores"])
     return {
         "model": model,
         "images": len(images),
-        "detections (gpu)": rows,
-        "images with the same count": equal_count,
-        "images with the same rows": same_rows,
-        "max box diff px (same rows)": worst_box,
-        "max score diff (same rows)": worst_score,
-        "postprocess host == device (images)": op_identical,
+        "rows cpu": rows_cpu,
+        "rows gpu": rows_gpu,
+        "rows matched": matched,
+        "images identical": identical_images,
+        "max box diff px (matched)": worst_box,
+        "max score diff (matched)": worst_score,
+        "unmatched scores (lowest 20)": sorted(unmatched)[:20],
+        "max_det": gpu.max_det,
+        "graphs": gpu._local.pipeline.graph_count,
         "per_image": per_image,
     }
 
@@ -152,24 +168,31 @@ def engine_alone(detector: Detector, batch: int) -> Callable[[], None]:
 def timing(model: str, images: list[tuple[str, np.ndarray]], precision: str) -> dict[str, Any]:
     detector = Detector(model, backend="torch", device="cuda", precision=precision, batch=1)
     alone = engine_alone(detector, 1)
-    engine_ms = median_ms(alone, 200)
+    engine_ms = median_ms(alone, 300)
     photo = images[0][1]
     big = frame_1080p(photo)
+    big_gpu = torch.from_numpy(big).cuda()
     result: dict[str, Any] = {"model": model, "precision": precision, "engine alone ms": engine_ms}
-    for label, frame in (("photo", photo), ("1080p", big)):
-        ms = median_ms(lambda f=frame: detector(f), 200)
+    for label, frame in (("photo", photo), ("1080p", big), ("1080p gpu", big_gpu)):
+        ms = median_ms(lambda f=frame: detector(f), 300)
         result[f"detector ms ({label}, batch 1)"] = ms
         result[f"added ms ({label})"] = ms - engine_ms
-    frames = [frame_1080p(image) for _, image in images[:8]] * 8
-    start = time.perf_counter()
-    detector(frames)
-    seconds = time.perf_counter() - start
-    engine_fps = 1e3 / engine_ms
-    detector_fps = len(frames) / seconds
-    result["pipelined 64 x 1080p fps"] = detector_fps
-    result["engine alone fps"] = engine_fps
-    result["throughput ratio (detector / engine)"] = detector_fps / engine_fps
+    detector.profile(reset=True)
+    for label, frames in (
+        ("1080p", [frame_1080p(image) for _, image in images[:8]] * 8),
+        ("1080p gpu", [torch.from_numpy(frame_1080p(image)).cuda() for _, image in images[:8]] * 8),
+    ):
+        detector(frames)  # warm: both slots bound and captured
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            detector(frames)
+            runs.append(len(frames) / (time.perf_counter() - start))
+        result[f"pipelined fps ({label}, 64 frames)"] = statistics.median(runs)
+        result[f"throughput ratio ({label})"] = statistics.median(runs) / (1e3 / engine_ms)
+    result["engine alone fps"] = 1e3 / engine_ms
     result["profile ms p50"] = {k: v.p50 for k, v in detector.profile().items()}
+    result["graphs"] = detector._local.pipeline.graph_count
     return result
 
 

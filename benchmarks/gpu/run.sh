@@ -44,6 +44,17 @@ stage() {
   return $rc
 }
 
+# Resolves the fastdet frames of a crash backtrace in a log (addr2line on the unstripped build).
+symbolize() {
+  local so
+  so="$(find "$REPO/build" -name '_core*.so' -path '*build*' 2>/dev/null | head -n 1)"
+  [ -n "$so" ] || return 0
+  grep -o 'fastdet-backtrace: [^ ]*_core[^ ]* +0x[0-9a-f]*' "$1" | awk '{print $NF}' |
+    while read -r offset; do
+      echo "fastdet-frame $offset $(addr2line -f -C -e "$so" "$offset" | paste -sd' ')"
+    done >>"$1"
+}
+
 # A digest of the sources: `build` is skipped when the installed fastdet was built from them.
 source_digest() {
   find csrc python/fastdet CMakeLists.txt pyproject.toml -type f \
@@ -65,8 +76,11 @@ python3 -c "import pytest_timeout" >/dev/null 2>&1 && TIMEOUT_ARGS=(--timeout 60
   command -v compute-sanitizer >/dev/null && compute-sanitizer --version 2>&1 | tail -n 1
 } >>"$LOGS/machine.txt"
 
+# pytest-benchmark refuses to run beside xdist, and warnings are errors here: tests need neither.
 XDIST_ARGS=()
-python3 -c "import xdist" >/dev/null 2>&1 && XDIST_ARGS=(-n 4)
+python3 -c "import xdist" >/dev/null 2>&1 && XDIST_ARGS=(-n 4 -p no:benchmark)
+# A native backtrace of a crash in the sanitizer runs (see crash_backtrace.c); built by `build`.
+BACKTRACE_LIB="$REPO/build/libfastdet_crash_backtrace.so"
 
 # The sanitizer subset: every kernel and path (bins larger than a chunk, the spilled kept list,
 # fp16 inputs, uploads, graph capture, errors) on small workloads, as memcheck runs ~50x slower.
@@ -90,22 +104,29 @@ run_stage() {
           mkdir -p "$(dirname "$STAMP")" && echo "$digest" >"$STAMP"
         fi
       fi
+      mkdir -p "$REPO/build"
+      gcc -shared -fPIC -O1 -o "$BACKTRACE_LIB" benchmarks/gpu/crash_backtrace.c -ldl ||
+        note "build: crash_backtrace.c did not build (sanitizer crashes will have no native frames)"
       (cd /tmp && python3 -c "import fastdet; print('fastdet', fastdet.__version__, fastdet.__file__, 'WITH_CUDA', fastdet.WITH_CUDA, 'GPU', fastdet.cuda_is_available())") 2>&1 | tee -a "$LOGS/machine.txt"
       ;;
     test)
       # The CUDA tests, plus the CPU op tests on this build (same package, other device).
       stage test "${FASTDET_GPU_TEST_TIMEOUT:-480}" tests.log \
         python3 -m pytest tests/test_cuda_interop.py tests/test_cuda_preprocess.py \
-        tests/test_cuda_nms.py tests/test_cuda_postprocess.py tests/test_nms.py \
-        tests/test_postprocess.py tests/test_preprocess.py -q -p no:cacheprovider -rfEs \
+        tests/test_cuda_nms.py tests/test_cuda_postprocess.py tests/test_cuda_pipeline.py \
+        tests/test_pipeline.py tests/test_nms.py tests/test_postprocess.py \
+        tests/test_preprocess.py -q -p no:cacheprovider -rfEs \
         --durations 15 "${TIMEOUT_ARGS[@]}" "${XDIST_ARGS[@]}"
       ;;
     memcheck | racecheck)
+      preload=()
+      [ -f "$BACKTRACE_LIB" ] && preload=(env "LD_PRELOAD=$BACKTRACE_LIB")
       stage "$1" "${FASTDET_GPU_SANITIZER_TIMEOUT:-420}" "$1.log" \
-        compute-sanitizer --tool "$1" --error-exitcode 99 --print-limit 50 \
-        python3 -m pytest tests/test_cuda_interop.py tests/test_cuda_preprocess.py \
-        tests/test_cuda_nms.py tests/test_cuda_postprocess.py -q -p no:cacheprovider -rfEs \
-        -k "$SANITIZER_K"
+        "${preload[@]}" compute-sanitizer --tool "$1" --error-exitcode 99 --print-limit 50 \
+        python3 -X faulthandler -m pytest tests/test_cuda_interop.py \
+        tests/test_cuda_preprocess.py tests/test_cuda_nms.py tests/test_cuda_postprocess.py \
+        -v -p no:cacheprovider -rfEs -k "$SANITIZER_K"
+      symbolize "$LOGS/$1.log"
       ;;
     parity)
       stage parity "${FASTDET_GPU_PARITY_TIMEOUT:-300}" parity.log \

@@ -29,7 +29,9 @@ def us(seconds: float | None) -> str:
 def last_line(path: Path, pattern: str) -> str:
     """The last line of a log matching pattern ('-' when the log or the line is missing)."""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if re.search(pattern, ln)]
+        lines = [
+            ln for ln in path.read_text(errors="replace").splitlines() if re.search(pattern, ln)
+        ]
     except OSError:
         return "- (no log)"
     return lines[-1].strip() if lines else "- (not found)"
@@ -53,8 +55,8 @@ def detector(out: Path) -> None:
     if parity:
         print("## Detector(device='cuda') vs Detector(device='cpu'), torch fp32, coco-mini\n")
         print(
-            "| model | images | detections | same count | same rows | max box diff px | "
-            "max score diff | postprocess host == device |"
+            "| model | images | rows cpu / gpu | rows matched | images identical | "
+            "max box diff px | max score diff | lowest unmatched scores |"
         )
         print("|---|---|---|---|---|---|---|---|")
         for p in parity:
@@ -62,33 +64,55 @@ def detector(out: Path) -> None:
                 print(f"| error | {p['error'].splitlines()[-1]} |")
                 continue
             print(
-                f"| {p['model']} | {p['images']} | {p['detections (gpu)']} | "
-                f"{p['images with the same count']} | {p['images with the same rows']} | "
-                f"{p['max box diff px (same rows)']:.2e} | {p['max score diff (same rows)']:.2e} | "
-                f"{p['postprocess host == device (images)']} |"
+                f"| {p['model']} | {p['images']} | {p['rows cpu']} / {p['rows gpu']} | "
+                f"{p['rows matched']} | {p['images identical']} | "
+                f"{p['max box diff px (matched)']:.2e} | {p['max score diff (matched)']:.2e} | "
+                f"{[round(x, 4) for x in p['unmatched scores (lowest 20)'][:6]]} |"
             )
         print()
     report = load(out / "detector.json") or {}
     timing = report.get("timing", [])
     if timing:
-        print("## Detector end to end against the engine alone (batch 1, CUDA graph)\n")
+        print("## Detector end to end against the engine alone (batch 1)\n")
         print(
-            "| model | precision | engine ms | detector ms photo / 1080p | added ms photo / "
-            "1080p | pipelined fps (64 x 1080p) | throughput ratio | stages p50 ms |"
+            "| model | precision | engine ms | added ms: photo / 1080p / 1080p on GPU | "
+            "pipelined fps 1080p (numpy / GPU) | throughput ratio (numpy / GPU) | stages p50 ms |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for t in timing:
             if "error" in t:
                 print(f"| error | {t['error'].splitlines()[-1]} |")
                 continue
-            stages = ", ".join(f"{k} {v:.2f}" for k, v in t["profile ms p50"].items())
+            stages = ", ".join(f"{k} {v:.3f}" for k, v in t["profile ms p50"].items())
             print(
-                f"| {t['model']} | {t['precision']} | {t['engine alone ms']:.2f} | "
-                f"{t['detector ms (photo, batch 1)']:.2f} / {t['detector ms (1080p, batch 1)']:.2f} | "
-                f"{t['added ms (photo)']:.2f} / {t['added ms (1080p)']:.2f} | "
-                f"{t['pipelined 64 x 1080p fps']:.0f} | "
-                f"{t['throughput ratio (detector / engine)']:.2f} | {stages} |"
+                f"| {t['model']} | {t['precision']} | {t['engine alone ms']:.3f} | "
+                f"{t['added ms (photo)']:.3f} / {t['added ms (1080p)']:.3f} / "
+                f"{t['added ms (1080p gpu)']:.3f} | "
+                f"{t['pipelined fps (1080p, 64 frames)']:.0f} / "
+                f"{t['pipelined fps (1080p gpu, 64 frames)']:.0f} | "
+                f"{t['throughput ratio (1080p)']:.2f} / {t['throughput ratio (1080p gpu)']:.2f} | "
+                f"{stages} |"
             )
+        print()
+        print("| target (issue 10) | measured | verdict |\n|---|---|---|")
+        for t in timing:
+            if "error" in t:
+                continue
+            name = f"{t['model']} {t['precision']}"
+            for label in ("photo", "1080p", "1080p gpu"):
+                added = t[f"added ms ({label})"]
+                verdict = "PASS" if added <= 0.2 else "FAIL"
+                print(
+                    f"| {name}: end to end <= engine + 0.2 ms ({label}) | "
+                    f"+{added:.3f} ms | {verdict} |"
+                )
+            for label in ("1080p", "1080p gpu"):
+                ratio = t[f"throughput ratio ({label})"]
+                verdict = "PASS" if ratio >= 0.95 else "FAIL"
+                print(
+                    f"| {name}: pipelined >= 95 % of engine throughput ({label}) | "
+                    f"{ratio:.0%} | {verdict} |"
+                )
         print()
     memory = report.get("memory")
     if memory and "samples" in memory:
@@ -100,7 +124,8 @@ def detector(out: Path) -> None:
                 f"{m['max rss MiB']:.0f} |"
             )
         growth = memory["device growth MiB (100 -> last)"]
-        print(f"\nGrowth after call 100: {growth:.1f} MiB: {'flat' if memory['flat'] else 'GROWS'}\n")
+        verdict = "flat" if memory["flat"] else "GROWS"
+        print(f"\nGrowth after call 100: {growth:.1f} MiB: {verdict}\n")
     elif memory:
         print(f"## GPU memory\n\nerror: {memory.get('error', '').splitlines()[-1:]}\n")
 

@@ -21,6 +21,7 @@ PYBIND11_MODULE(_core, m) {
   fastdet::register_nms(m);
   fastdet::register_postprocess(m);
 #if defined(FASTDET_WITH_CUDA)
+  fastdet::register_cuda_runtime(m);
   fastdet::register_cuda(m);
 #endif
 }

@@ -12,6 +12,8 @@ void register_postprocess(pybind11::module_& m);
 #if defined(FASTDET_WITH_CUDA)
 // The CUDA ops, DeviceArray and DLPack/stream interop (register_cuda.cpp).
 void register_cuda(pybind11::module_& m);
+// Streams, timing events, graphs, pinned memory and staging (register_cuda_runtime.cpp).
+void register_cuda_runtime(pybind11::module_& m);
 #endif
 
 }  // namespace fastdet

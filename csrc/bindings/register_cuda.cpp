@@ -624,6 +624,9 @@ void register_cuda(py::module_& m) {
           },
           py::arg("transforms"), py::arg("conf"), py::arg("iou"), py::arg("classes"))
       .def("results", &postprocess_results)
+      .def("set_download_marker", &PostprocessCuda::set_download_marker, py::arg("event"),
+           py::keep_alive<1, 2>(),
+           "A TimingEvent recorded before the result's copy to the host in every later enqueue.")
       .def_property_readonly("batch", &PostprocessCuda::batch)
       .def_property_readonly("max_det", &PostprocessCuda::max_det)
       .def_property_readonly(

@@ -164,6 +164,11 @@ void copy_async(void* dst, const void* src, size_t bytes, StreamHandle stream) {
   FASTDET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, as_stream(stream)));
 }
 
+void zero_async(void* dst, size_t bytes, StreamHandle stream) {
+  if (bytes == 0) return;
+  FASTDET_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, as_stream(stream)));
+}
+
 void copy_sync(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   FASTDET_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));

@@ -98,6 +98,7 @@ bool stream_is_capturing(StreamHandle stream);
 void stream_wait_stream(StreamHandle consumer, StreamHandle producer);
 void stream_synchronize(StreamHandle stream);
 void copy_async(void* dst, const void* src, size_t bytes, StreamHandle stream);
+void zero_async(void* dst, size_t bytes, StreamHandle stream);
 // Plain synchronous copy in either direction (cudaMemcpyDefault), for error reports and tests.
 void copy_sync(void* dst, const void* src, size_t bytes);
 

@@ -12,7 +12,7 @@ from fastdet.detections import Detections
 from fastdet.detector import Detector
 from fastdet.evaluate import coco_eval, val
 from fastdet.nms import nms
-from fastdet.postprocess import FORMATS, postprocess
+from fastdet.postprocess import FORMATS, Postprocessor, postprocess
 from fastdet.preprocess import preprocess
 from fastdet.transform import MODES, Transform
 
@@ -50,6 +50,7 @@ __all__ = [
     "CudaError",
     "Detections",
     "Detector",
+    "Postprocessor",
     "Transform",
     "__version__",
     "coco_eval",

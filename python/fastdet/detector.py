@@ -18,6 +18,7 @@ from fastdet.cache import cache_dir
 from fastdet.detections import Detections
 from fastdet.engines.base import Engine
 from fastdet.model_spec import ModelSpec, infer_spec, spec_from_metadata
+from fastdet.pipeline import Settings
 from fastdet.postprocess import postprocess
 from fastdet.preprocess import preprocess
 from fastdet.profiling import StageStats, StageTimer
@@ -87,6 +88,12 @@ class Detector:
 
     Thresholds default to each family's detect settings and can change per call.
 
+    On a GPU (device="cuda" with a TensorRT or torch engine, or a GPU-capable ONNX Runtime) the
+    whole frame runs on the GPU (fastdet.pipeline): images, numpy or GPU arrays (torch, CuPy,
+    anything with ``__cuda_array_interface__`` or ``__dlpack__``, read in place), are letterboxed
+    into the engine's input binding, and decode + NMS read its outputs; only the detections come
+    back.
+
     Threads: one Detector may be called from several threads at once. Each thread gets its own
     engine clone (execution context, stream and buffers) sharing the loaded weights; the GIL is
     released inside the kernels and the engine call.
@@ -135,6 +142,8 @@ class Detector:
         self.spec: ModelSpec = spec
         self._local = threading.local()
         self._local.engine = engine
+        self._pipelines_lock = threading.Lock()
+        self._pipelines: list[Any] = []
         self._timer = StageTimer()
         defaults = thresholds(spec.family, spec.model)
         self.conf = check_real("Detector", "conf", defaults.conf if conf is None else conf, 0, 1)
@@ -281,19 +290,35 @@ class Detector:
             engine = self._local.engine = self.engine.clone()
         return engine
 
-    def _read_images(self, images: Any) -> tuple[list[np.ndarray], bool]:
-        single = isinstance(images, (str, os.PathLike)) or (
-            isinstance(images, np.ndarray) and images.ndim == 3
-        )
-        items = [images] if single else images
-        if isinstance(items, np.ndarray) and items.ndim == 4:
-            items = list(items)
+    def _gpu_pipeline(self) -> Any:
+        """This thread's GPU frame pipeline, or None when the frame runs through the host."""
+        if not (self.device == "cuda" and self.engine.device_io and fastdet.cuda_is_available()):
+            return None
+        found = getattr(self._local, "pipeline", None)
+        if found is None:
+            from fastdet.cuda import CudaRuntime
+            from fastdet.pipeline import GpuPipeline
+
+            found = GpuPipeline(self._thread_engine(), self.spec, CudaRuntime(), self._timer)
+            self._local.pipeline = found
+            with self._pipelines_lock:
+                self._pipelines.append(found)
+        return found
+
+    def _read_images(self, images: Any) -> tuple[list[Any], bool]:
+        from fastdet.gpu import is_gpu_array
+
+        array_like = isinstance(images, np.ndarray) or is_gpu_array(images)
+        single = isinstance(images, (str, os.PathLike)) or (array_like and len(images.shape) == 3)
+        items: Any = [images] if single else images
+        if array_like and not single and len(images.shape) == 4:
+            items = [images[i] for i in range(images.shape[0])]
         if not isinstance(items, (list, tuple)) or not items:
             fail(
                 "Detector",
                 "images",
                 images,
-                "an HxWx3 uint8 BGR array, a file path, or a non-empty list of them",
+                "an HxWx3 uint8 BGR array (numpy or GPU), a file path, or a non-empty list of them",
                 TypeError,
             )
         arrays = []
@@ -301,6 +326,29 @@ class Detector:
             if isinstance(item, (str, os.PathLike)):
                 item = _read_image_file(item, f"images[{i}]")
             arrays.append(item)
+        gpu_flags = [is_gpu_array(a) for a in arrays]
+        if any(gpu_flags):
+            if not all(gpu_flags):
+                fail(
+                    "Detector",
+                    "images",
+                    [type(a).__name__ for a in arrays],
+                    "all numpy arrays or all GPU arrays",
+                    TypeError,
+                )
+            if self._gpu_pipeline() is None:
+                fail(
+                    "Detector",
+                    "images",
+                    f"GPU arrays ({type(arrays[0]).__name__})",
+                    f"numpy arrays for a Detector on {self.device} with the "
+                    f"{self.engine.backend} backend (GPU images need device='cuda', a GPU "
+                    "engine and a CUDA build of fastdet)",
+                    TypeError,
+                )
+            from fastdet.pipeline import check_gpu_images
+
+            check_gpu_images(arrays, "Detector")
         return arrays, single
 
     def __call__(
@@ -326,15 +374,20 @@ class Detector:
         }
         start = time.perf_counter()
         arrays, single = self._read_images(images)
+        pipeline = self._gpu_pipeline()
+        settings = self._settings(overrides)
+        results: list[Detections] = []
+        if pipeline is not None:
+            results = pipeline.run(arrays, settings)
+            return results[0] if single else results
         engine = self._thread_engine()
         step = engine.max_batch or len(arrays)
-        results: list[Detections] = []
         for first in range(0, len(arrays), step):
-            results.extend(self._run_batch(engine, arrays[first : first + step], overrides))
+            results.extend(self._run_batch(engine, arrays[first : first + step], settings))
         self._timer.record("total", time.perf_counter() - start)
         return results[0] if single else results
 
-    def _settings(self, overrides: dict[str, Any]) -> dict[str, Any]:
+    def _settings(self, overrides: dict[str, Any]) -> Settings:
         own = {
             "conf": self.conf,
             "iou": self.iou,
@@ -342,10 +395,13 @@ class Detector:
             "classes": self.classes,
             "multi_label": self.multi_label,
         }
-        return {k: own[k] if overrides.get(k) is None else overrides[k] for k in own}
+        chosen: dict[str, Any] = {
+            k: own[k] if overrides.get(k) is None else overrides[k] for k in own
+        }
+        return Settings(agnostic=self.agnostic, **chosen)
 
     def _run_batch(
-        self, engine: Engine, chunk: list[np.ndarray], overrides: dict[str, Any]
+        self, engine: Engine, chunk: list[np.ndarray], settings: Settings
     ) -> list[Detections]:
         spec = self.spec
         # A static-batch engine always runs its full batch: the unused rows are left at zero.
@@ -368,9 +424,13 @@ class Detector:
             outputs,
             spec.format,
             transforms,
-            agnostic=self.agnostic,
+            conf=settings.conf,
+            iou=settings.iou,
+            max_det=settings.max_det,
+            classes=settings.classes,
+            multi_label=settings.multi_label,
+            agnostic=settings.agnostic,
             anchors=spec.anchors,
-            **self._settings(overrides),
         )
         t3 = time.perf_counter()
         self._timer.record("preprocess", t1 - t0)

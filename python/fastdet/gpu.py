@@ -13,8 +13,7 @@ Outputs: device memory comes back as a :class:`DeviceArray`, which ``torch.from_
 ``cupy.asarray`` or anything reading ``__cuda_array_interface__`` wraps without a copy;
 ``.numpy()`` gives a host copy.
 
-:class:`Postprocessor` splits the CUDA postprocess into ``enqueue`` (no host synchronisation, no
-allocation once sized: CUDA-graph capturable) and ``results``.
+The CUDA postprocess in two steps (for CUDA graphs) is fastdet.postprocess.Postprocessor.
 """
 
 from __future__ import annotations
@@ -372,150 +371,10 @@ def synchronize(call: CudaCall) -> None:
     _core.cuda_stream_synchronize(call.stream, call.device)
 
 
-class Postprocessor:
-    """The CUDA postprocess in two steps: enqueue() queues everything on a stream (no host
-    synchronisation; no allocation once a call of the same shapes sized the workspace), and
-    results() reads the compact result once that stream is synchronised.
-
-    A CUDA graph can capture enqueue() (after one eager call of the same shapes); before each
-    replay, update() sets the thresholds, transforms and class filter the replay will use::
-
-        pp = fastdet.gpu.Postprocessor("yolov7")
-        pp.enqueue(output, transforms, conf=0.25, iou=0.45, stream=s)  # sizes the workspace
-        s.synchronize(); pp.results()
-        with torch.cuda.graph(g, stream=s):
-            engine_call(); pp.enqueue(output, transforms, conf=0.25, iou=0.45, stream=s)
-        pp.update(new_transforms, conf=0.3, iou=0.5); g.replay(); s.synchronize()
-        detections = pp.results()
-
-    One Postprocessor holds one run in flight: read its results before the next run.
-    """
-
-    def __init__(self, format: str, *, device: Any = None) -> None:
-        from fastdet.postprocess import FORMATS
-
-        if format not in ("yolov7", "yolov7-raw", "damo"):
-            raise ValueError(
-                "Postprocessor: format must be one of 'yolov7', 'yolov7-raw', 'damo' (the "
-                f"formats with a CUDA implementation), got {format!r}"
-            )
-        require_cuda("Postprocessor")
-        wanted = parse_device(device, "Postprocessor")
-        if wanted == "cpu":
-            raise ValueError("Postprocessor: device must be 'cuda' or 'cuda:N', got 'cpu'")
-        self.format = format
-        self._format = FORMATS[format]
-        self._device = wanted if isinstance(wanted, int) and wanted >= 0 else None
-        self._op = _core.PostprocessCuda()
-        self._call: CudaCall | None = None
-        self._classes: Sequence[int] | None = None
-        self._num_classes: int | None = None
-
-    def enqueue(
-        self,
-        outputs: Any,
-        transforms: Sequence[Any],
-        *,
-        conf: float,
-        iou: float,
-        multi_label: bool | None = None,
-        max_det: int | None = None,
-        max_candidates: int | None = None,
-        classes: Sequence[int] | None = None,
-        agnostic: bool = False,
-        anchors: Any = None,
-        stream: Any = None,
-    ) -> None:
-        """Queues the postprocess of `outputs` (GPU arrays, or numpy uploaded first) on
-        `stream`; arguments as fastdet.postprocess."""
-        from fastdet.postprocess import _cuda_enqueue
-
-        device = "cuda" if self._device is None else f"cuda:{self._device}"
-        self._call, self._num_classes = _cuda_enqueue(
-            self._op,
-            "Postprocessor.enqueue",
-            outputs,
-            self.format,
-            transforms,
-            conf=conf,
-            iou=iou,
-            multi_label=multi_label,
-            max_det=max_det,
-            max_candidates=max_candidates,
-            classes=classes,
-            agnostic=agnostic,
-            anchors=anchors,
-            device=device,
-            stream=stream,
-        )
-
-    def update(
-        self,
-        transforms: Sequence[Any],
-        *,
-        conf: float,
-        iou: float,
-        classes: Sequence[int] | None = None,
-    ) -> None:
-        """The per-call values the next replay of a captured enqueue() uses."""
-        from fastdet._checks import check_real
-        from fastdet.postprocess import _class_list, _transform_rows
-
-        if self._call is None:
-            raise RuntimeError("Postprocessor.update: call enqueue() first")
-        rows = _transform_rows("Postprocessor.update", transforms)
-        conf = check_real("Postprocessor.update", "conf", conf, 0.0, 1.0)
-        iou = check_real("Postprocessor.update", "iou", iou, 0.0, 1.0)
-        class_list = _class_list(classes, self._num_classes)
-        self._op.set_call_values(rows, conf, iou, class_list)
-
-    def synchronize(self) -> None:
-        """Waits for the stream of the last enqueue()."""
-        if self._call is not None:
-            synchronize(self._call)
-
-    def results(self) -> list[Any]:
-        """The Detections of the last run, one per image (its stream must be synchronised)."""
-        from fastdet.detections import Detections
-
-        if self._call is None:
-            raise RuntimeError("Postprocessor.results: call enqueue() first")
-        return [Detections(*lists) for lists in self._op.results()]
-
-    @property
-    def device_counts(self) -> Any:
-        """The last run's detections per image on the device: int32 [batch] (a DeviceArray
-        view, valid until the next run)."""
-        call = self._require_call()
-        return _core.cuda_view(
-            self, self._op.device_counts_ptr, [self._op.batch], "int32", call.device, call.stream
-        )
-
-    @property
-    def device_detections(self) -> Any:
-        """The last run's rows on the device: float32 [batch, max_det, 6] of x1, y1, x2, y2,
-        score, class (rows past each image's count are undefined)."""
-        call = self._require_call()
-        return _core.cuda_view(
-            self,
-            self._op.device_rows_ptr,
-            [self._op.batch, self._op.max_det, 6],
-            "float32",
-            call.device,
-            call.stream,
-        )
-
-    def _require_call(self) -> CudaCall:
-        if self._call is None:
-            raise RuntimeError("Postprocessor: call enqueue() first")
-        return self._call
-
-
 __all__ = [
     "CudaCall",
     "DeviceArray",
     "GpuArray",
-    "Postprocessor",
     "cuda_available",
     "is_gpu_array",
     "parse_device",

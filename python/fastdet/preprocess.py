@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -127,15 +128,86 @@ def _per_channel(name: str, value: Any, default: float) -> tuple[float, float, f
 
 
 def _transforms(
-    images: list[np.ndarray], size: tuple[int, int], mode: str, scaleup: bool, stride: int | None
+    shapes: list[tuple[int, int]],
+    size: tuple[int, int],
+    mode: str,
+    scaleup: bool,
+    stride: int | None,
 ) -> list[Transform]:
-    shapes = [image.shape[:2] for image in images]
     canvas = None
     if stride is not None:
         # One batch needs one shape: the largest of the images' minimal rectangles.
         rects = [minimal_canvas(h, w, size, stride, scaleup) for h, w in shapes]
         canvas = (max(r[0] for r in rects), max(r[1] for r in rects))
     return [make_transform(h, w, size, mode, scaleup, canvas) for h, w in shapes]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the kernels need for one batch: each image's placement on the network input and the
+    per-channel pixel map, with the Transform that maps its boxes back."""
+
+    transforms: list[Transform]
+    input_size: tuple[int, int]  # (height, width) of the batch
+    placements: list[tuple[int, int, int, int]]  # resized height, width, top, left
+    source_channel: tuple[int, int, int]
+    mul: tuple[float, ...]
+    add: tuple[float, ...]
+    pad: tuple[float, ...]
+
+
+def output_dtype(dtype: Any) -> np.dtype:
+    """'float32' or 'float16' (as a str, type or numpy dtype), else a ValueError."""
+    out_dtype = _OUTPUT_DTYPES.get(dtype) if isinstance(dtype, (str, type)) else None
+    if out_dtype is None:
+        try:
+            out_dtype = np.dtype(dtype)
+        except TypeError:
+            fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
+        if out_dtype.name not in OUTPUT_DTYPES:
+            fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
+    return out_dtype
+
+
+def plan(
+    shapes: Sequence[tuple[int, int]],
+    size: int | tuple[int, int],
+    *,
+    mode: str = "letterbox",
+    pad_value: float | None = None,
+    scaleup: bool = True,
+    stride: int | None = None,
+    swap_rb: bool = True,
+    scale: float = 1 / 255,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> Plan:
+    """The preprocessing of images of these (height, width) shapes, arguments as preprocess():
+    the one place where options become placements and a pixel map."""
+    input_size = _size(size)
+    check_choice(_FUNCTION, "mode", mode, MODES)
+    if stride is not None:
+        if mode != "letterbox":
+            fail(_FUNCTION, "stride", stride, "None unless mode is 'letterbox'")
+        stride = check_integer(_FUNCTION, "stride", stride, 1, MAX_INPUT_SIDE)
+    if pad_value is None:
+        pad_value = DEFAULT_PAD_VALUE[mode]
+    pad_value = check_real(_FUNCTION, "pad_value", pad_value, 0.0, 255.0)
+    scale = check_real(_FUNCTION, "scale", scale, -1e6, 1e6)
+    mean_c = _per_channel("mean", mean, 0.0)
+    std_c = _per_channel("std", std, 1.0)
+    if 0.0 in std_c:
+        fail(_FUNCTION, "std", std, "non-zero")
+    transforms = _transforms(list(shapes), input_size, mode, bool(scaleup), stride)
+    return Plan(
+        transforms=transforms,
+        input_size=transforms[0].input_size,
+        placements=[(*t.resized_size, *t.offset) for t in transforms],
+        source_channel=(2, 1, 0) if swap_rb else (0, 1, 2),
+        mul=tuple(scale / sd for sd in std_c),
+        add=tuple(-m / sd for m, sd in zip(mean_c, std_c, strict=True)),
+        pad=tuple((pad_value * scale - m) / sd for m, sd in zip(mean_c, std_c, strict=True)),
+    )
 
 
 def _output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -157,11 +229,7 @@ def _run_cuda(
     out_view: Any,
     shape: tuple[int, int, int, int],
     out_dtype: np.dtype,
-    placements: list[tuple[int, int, int, int]],
-    source_channel: tuple[int, int, int],
-    mul: tuple[float, ...],
-    add: tuple[float, ...],
-    pad: tuple[float, ...],
+    job: Plan,
 ) -> Any:
     """The CUDA preprocess: into `out` (a GPU array, or a numpy array copied back), or a new
     DeviceArray."""
@@ -188,11 +256,11 @@ def _run_cuda(
     op.run(
         values,
         on_host,
-        placements,
-        source_channel,
-        mul,
-        add,
-        pad,
+        job.placements,
+        job.source_channel,
+        job.mul,
+        job.add,
+        job.pad,
         ptr,
         out_dtype.name,
         shape,
@@ -261,55 +329,28 @@ def preprocess(
         call, arrays = resolved
         out_view = arrays[-1]
         image_list = _gpu_image_list(arrays[:-1])
-    size = _size(size)
-    check_choice(_FUNCTION, "mode", mode, MODES)
-    if stride is not None:
-        if mode != "letterbox":
-            fail(_FUNCTION, "stride", stride, "None unless mode is 'letterbox'")
-        stride = check_integer(_FUNCTION, "stride", stride, 1, MAX_INPUT_SIDE)
-    out_dtype = _OUTPUT_DTYPES.get(dtype) if isinstance(dtype, (str, type)) else None
-    if out_dtype is None:
-        try:
-            out_dtype = np.dtype(dtype)
-        except TypeError:
-            fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
-        if out_dtype.name not in OUTPUT_DTYPES:
-            fail(_FUNCTION, "dtype", dtype, "'float32' or 'float16'")
-    if pad_value is None:
-        pad_value = DEFAULT_PAD_VALUE[mode]
-    pad_value = check_real(_FUNCTION, "pad_value", pad_value, 0.0, 255.0)
-    scale = check_real(_FUNCTION, "scale", scale, -1e6, 1e6)
-    mean_c = _per_channel("mean", mean, 0.0)
-    std_c = _per_channel("std", std, 1.0)
-    if 0.0 in std_c:
-        fail(_FUNCTION, "std", std, "non-zero")
-
-    transforms = _transforms(image_list, size, mode, bool(scaleup), stride)
-    input_h, input_w = transforms[0].input_size
-    shape = (len(image_list), 3, input_h, input_w)
-    placements = [(*t.resized_size, *t.offset) for t in transforms]
-    source_channel = (2, 1, 0) if swap_rb else (0, 1, 2)
-    mul = tuple(scale / sd for sd in std_c)
-    add = tuple(-m / sd for m, sd in zip(mean_c, std_c, strict=True))
-    pad = tuple((pad_value * scale - m) / sd for m, sd in zip(mean_c, std_c, strict=True))
+    out_dtype = output_dtype(dtype)
+    job = plan(
+        [tuple(image.shape[:2]) for image in image_list],
+        size,
+        mode=mode,
+        pad_value=pad_value,
+        scaleup=scaleup,
+        stride=stride,
+        swap_rb=swap_rb,
+        scale=scale,
+        mean=mean,
+        std=std,
+    )
+    shape = (len(image_list), 3, *job.input_size)
     if call is not None:
-        result = _run_cuda(
-            call,
-            image_list,
-            out,
-            out_view,
-            shape,
-            out_dtype,
-            placements,
-            source_channel,
-            mul,
-            add,
-            pad,
-        )
-        return result, transforms
+        result = _run_cuda(call, image_list, out, out_view, shape, out_dtype, job)
+        return result, job.transforms
     batch = _output(out, shape, out_dtype)
-    _core.preprocess(image_list, placements, source_channel, mul, add, pad, batch)
-    return batch, transforms
+    _core.preprocess(
+        image_list, job.placements, job.source_channel, job.mul, job.add, job.pad, batch
+    )
+    return batch, job.transforms
 
 
-__all__ = ["OUTPUT_DTYPES", "preprocess"]
+__all__ = ["OUTPUT_DTYPES", "Plan", "output_dtype", "plan", "preprocess"]

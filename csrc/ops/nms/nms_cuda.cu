@@ -171,6 +171,9 @@ __device__ uint32_t first_bin_ending_after(const uint32_t* ends, uint32_t reach)
 __device__ void load_chunk(const uint32_t* ends, const uint64_t* keys, uint32_t count, Shared& s) {
   if (!s.big_active) {
     const uint32_t pos = s.pos;  // keys before pos are consumed; pos is a bin boundary
+    // Every thread has read the cursor before thread 0 moves it (racecheck found the read and
+    // the write unordered here).
+    __syncthreads();
     if (count - pos <= uint32_t(kChunk)) {
       if (threadIdx.x == 0) {
         s.load_lo = pos;

@@ -19,6 +19,7 @@
 #include "ops/postprocess/decode_math.h"
 #if defined(FASTDET_WITH_CUDA)
 #include "runtime/cuda_buffer.h"
+#include "runtime/cuda_stream.h"
 #endif
 
 namespace fastdet {
@@ -131,6 +132,9 @@ class PostprocessCuda {
   // The values a replay of the last enqueue will use; only when no run of it is in flight.
   void set_call_values(const std::vector<BoxTransform>& transforms, float conf, float iou,
                        const std::vector<int32_t>& classes);
+  // An event recorded between NMS and the copy of the result to the host, in every later
+  // enqueue (and so in a graph captured from one), for timing the download; null: none.
+  void set_download_marker(TimingEvent* event) { download_marker_ = event; }
   // After the stream of the last run is synchronised: its detections, one list per image.
   // Throws ValueError, as the CPU functions do, when a candidate was not finite.
   std::vector<DetectionList> results();
@@ -147,6 +151,7 @@ class PostprocessCuda {
  private:
   std::mutex mutex_;
   std::unique_ptr<Workspace> workspace_;
+  TimingEvent* download_marker_ = nullptr;
 };
 #endif
 

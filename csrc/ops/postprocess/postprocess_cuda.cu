@@ -567,6 +567,7 @@ void PostprocessCuda::enqueue(const PostprocessCudaInput& input_arg,
   greedy.out_counts = reinterpret_cast<int32_t*>(state + header_offset + kHeaderBytes);
   gpu_nms::launch_greedy_nms(greedy, cuda_stream);
 
+  if (download_marker_) download_marker_->record(stream);
   copy_async(ws.result_host.data(), state + header_offset, ws.result_bytes, stream);
   if (!capturing) ws.done.record(stream);
   if (input_arg.on_host) ws.uploader.consumed(stream);

@@ -4,6 +4,14 @@ An Engine runs a detector network whose input is `images` [B, 3, H, W] and whose
 official export's, in the official order. The Detector owns pre- and postprocessing; engines
 only move tensors through the network.
 
+Two faces:
+- host: infer(batch) takes and returns numpy arrays (every engine; the CPU engines' only face).
+- device (GPU engines, `device_io` True): bind() gives the engine's input binding as a
+  fastdet DeviceArray the frame pipeline preprocesses straight into, enqueue() queues the
+  network on the pipeline's stream and returns the outputs as device arrays, with no host
+  synchronisation, and capture() records a function that enqueues (the engine and whatever the
+  pipeline queues around it) as one replayable CUDA graph.
+
 Thread model: an Engine object is used by one thread at a time. `clone()` gives another
 Engine that shares the loaded weights (TensorRT: the ICudaEngine; ONNX Runtime: the session,
 whose run() is thread-safe; torch: the module) but has its own execution state (execution
@@ -13,7 +21,9 @@ context, stream, buffers), so a Detector keeps one per thread.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from fastdet.metadata import ModelMetadata
@@ -26,6 +36,22 @@ class TensorSpec:
     name: str
     shape: tuple[int | None, ...]
     dtype: np.dtype
+
+
+@dataclass
+class Bindings:
+    """An engine's device buffers for one batch size on one stream.
+
+    input: a DeviceArray [batch, 3, H, W] of the engine's input dtype, written by the pipeline.
+    outputs: device arrays the engine writes at every enqueue (TensorRT: its bound buffers;
+    engines whose outputs move between calls give them from enqueue() instead: empty here).
+    state: whatever else the engine keeps for these buffers.
+    """
+
+    batch: int
+    input: Any
+    outputs: list[Any] = field(default_factory=list)
+    state: Any = None
 
 
 class Engine(ABC):
@@ -56,6 +82,26 @@ class Engine(ABC):
 
         The GIL is released while the network runs.
         """
+
+    #: True when bind/enqueue/capture work (the engine runs on a GPU)
+    device_io: bool = False
+
+    def bind(self, runtime: Any, batch: int, stream: Any) -> Bindings:
+        """Device buffers for `batch` images (a fastdet.cuda.CudaRuntime and Stream)."""
+        raise NotImplementedError(f"{type(self).__name__} has no device buffers (host engine)")
+
+    def enqueue(self, bindings: Bindings, stream: Any) -> list[Any]:
+        """Queues the network on `stream` reading bindings.input; returns the outputs as device
+        arrays (DeviceArray), valid until the next enqueue on these bindings."""
+        raise NotImplementedError(f"{type(self).__name__} has no device buffers (host engine)")
+
+    def capture(self, runtime: Any, stream: Any, body: Callable[[], Any]) -> Any:
+        """A graph of what body() queues on `stream` (body calls enqueue and the pipeline's
+        ops), with launch(stream); returns (graph, body's result). The default is fastdet's
+        own CUDA graph; an engine whose framework must own the capture overrides it."""
+        graph = runtime.graph()
+        result = graph.capture(stream, body)
+        return graph, result
 
     @abstractmethod
     def clone(self) -> Engine:

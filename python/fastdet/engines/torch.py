@@ -1,14 +1,22 @@
 """PyTorch backend: a zoo module (or any module with an official output format) on the CPU or a
-CUDA GPU; fp16 on the GPU; CUDA graphs when the input shape is static."""
+CUDA GPU; fp16 on the GPU; CUDA graphs when the input shape is static.
+
+On the GPU the module reads the frame pipeline's input binding (a fastdet DeviceArray, wrapped
+through DLPack without a copy) and runs on the pipeline's stream (a torch ExternalStream over
+it). A frame's graph is captured by torch (torch.cuda.graph on that stream): the module's
+activations must come from torch's allocator, which only a capture of its own can give a
+private memory pool; fastdet's kernels queued inside the same capture land in the same graph.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fastdet.engines.base import Engine, TensorSpec
+from fastdet.engines.base import Bindings, Engine, TensorSpec
 from fastdet.metadata import ModelMetadata
 
 
@@ -68,6 +76,7 @@ class TorchEngine(Engine):
         self.metadata = metadata
         self._use_graphs = cuda_graphs and device == "cuda" and batch is not None
         self._graph: Any = None
+        self.device_io = device == "cuda"
 
     def _run(self, images: Any) -> list[Any]:
         exact = self.device == "cuda" and self._dtype == self._torch.float32
@@ -102,9 +111,65 @@ class TorchEngine(Engine):
             outputs = self._run(images)
         return [out.cpu().numpy() for out in outputs]
 
+    # -- device face ------------------------------------------------------------------------
+
+    def bind(self, runtime: Any, batch: int, stream: Any) -> Bindings:
+        torch = self._torch
+        buffer = runtime.empty((batch, *self.input.shape[1:]), self.input.dtype, stream)
+        where = torch.device("cuda", runtime.device)
+        state = _TorchBinding(
+            runtime=runtime,
+            stream=stream,
+            torch_stream=torch.cuda.ExternalStream(stream.handle, device=where),
+            images=torch.from_dlpack(buffer),
+        )
+        return Bindings(batch, buffer, [], state)
+
+    def enqueue(self, bindings: Bindings, stream: Any) -> list[Any]:
+        torch = self._torch
+        state: _TorchBinding = bindings.state
+        with torch.cuda.stream(state.torch_stream), torch.inference_mode():
+            outputs = [out.contiguous() for out in self._run(state.images)]
+        dtype = self.input.dtype
+        return [
+            state.runtime.view(out, out.data_ptr(), out.shape, dtype, stream) for out in outputs
+        ]
+
+    def capture(self, runtime: Any, stream: Any, body: Any) -> tuple[Any, Any]:
+        torch = self._torch
+        graph = torch.cuda.CUDAGraph()
+        torch_stream = torch.cuda.ExternalStream(
+            stream.handle, device=torch.device("cuda", runtime.device)
+        )
+        # thread_local: other threads' CUDA calls (another Detector clone) stay legal meanwhile.
+        with torch.cuda.graph(graph, stream=torch_stream, capture_error_mode="thread_local"):
+            result = body()
+        return _TorchGraph(torch, graph, torch_stream), result
+
     def clone(self) -> TorchEngine:
         # Modules are read-only in inference; each clone gets its own CUDA graph and buffers.
         twin = object.__new__(TorchEngine)
         twin.__dict__.update(self.__dict__)
         twin._graph = None
         return twin
+
+
+@dataclass
+class _TorchBinding:
+    runtime: Any
+    stream: Any
+    torch_stream: Any
+    images: Any  # a torch tensor over the input binding
+
+
+class _TorchGraph:
+    """A frame graph that torch captured; launched on the stream it was captured on."""
+
+    def __init__(self, torch: Any, graph: Any, torch_stream: Any) -> None:
+        self._torch = torch
+        self._graph = graph
+        self._stream = torch_stream
+
+    def launch(self, stream: Any) -> None:
+        with self._torch.cuda.stream(self._stream):
+            self._graph.replay()
