@@ -307,7 +307,8 @@ def test_postprocessor_graph_capture_and_per_call_thresholds(rng, gpulib):
         pp.enqueue(output, transforms, conf=0.25, iou=0.45, stream=stream)
     for conf, iou, boxes_of in [(0.25, 0.45, transforms), (0.001, 0.65, other), (0.5, 0.3, other)]:
         pp.update(boxes_of, conf=conf, iou=iou)
-        graph.replay()
+        with torch.cuda.stream(stream):  # replay() runs on torch's current stream
+            graph.replay()
         stream.synchronize()
         got = pp.results()
         want = fastdet.postprocess(host, "yolov7", boxes_of, conf=conf, iou=iou)

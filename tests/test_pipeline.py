@@ -72,7 +72,7 @@ def pipeline_for(host: Detector, batch: int | None) -> tuple[GpuPipeline, FakeRu
 
 @pytest.mark.parametrize("model", MODELS)
 def test_pipeline_gives_the_host_detections_eager_captured_and_replayed(model, exported, photos):
-    host = Detector(exported[model], conf=0.05)
+    host = Detector(exported[model], device="cpu", conf=0.05)
     pipeline, runtime, engine = pipeline_for(host, batch=2)
     found_any = 0
     # Chunks of 2, 2 and 1 image; each call meets the same keys again with other thresholds.
@@ -95,7 +95,7 @@ def test_pipeline_gives_the_host_detections_eager_captured_and_replayed(model, e
 
 
 def test_replays_follow_the_per_call_class_filter_and_iou(exported, photos):
-    host = Detector(exported["yolov7-tiny"], conf=0.05)
+    host = Detector(exported["yolov7-tiny"], device="cpu", conf=0.05)
     pipeline, runtime, _ = pipeline_for(host, batch=None)
     for classes, iou in ((None, 0.45), (None, 0.45), ([0, 2], 0.6), ([56], 0.3), (None, 0.7)):
         expected = host(photos[:3], classes=classes, iou=iou)
@@ -104,7 +104,7 @@ def test_replays_follow_the_per_call_class_filter_and_iou(exported, photos):
 
 
 def test_baked_settings_get_their_own_graphs(exported, photos):
-    host = Detector(exported["yolov7-tiny"], conf=0.05)
+    host = Detector(exported["yolov7-tiny"], device="cpu", conf=0.05)
     pipeline, runtime, _ = pipeline_for(host, batch=None)
     for _ in range(2):
         for max_det, multi_label in ((300, False), (10, False), (300, True)):
@@ -117,7 +117,7 @@ def test_baked_settings_get_their_own_graphs(exported, photos):
 
 
 def test_dynamic_batch_keeps_bounded_bindings_and_graphs(exported, photos):
-    host = Detector(exported["damo-yolo-ns"])
+    host = Detector(exported["damo-yolo-ns"], device="cpu")
     pipeline, _, engine = pipeline_for(host, batch=None)
     images = photos * 3
     for _ in range(2):
@@ -129,7 +129,7 @@ def test_dynamic_batch_keeps_bounded_bindings_and_graphs(exported, photos):
 
 
 def test_stage_times_are_recorded(exported, photos):
-    host = Detector(exported["yolov7-tiny"])
+    host = Detector(exported["yolov7-tiny"], device="cpu")
     pipeline, _, _ = pipeline_for(host, batch=1)
     for _ in range(3):
         pipeline.run(photos[:2], settings(host))
@@ -143,8 +143,8 @@ def test_stage_times_are_recorded(exported, photos):
 def test_each_thread_gets_its_own_pipeline_and_engine(exported, photos, monkeypatch):
     import fastdet.cuda
 
-    host = Detector(exported["yolov7-tiny"], conf=0.05)
-    detector = Detector(exported["yolov7-tiny"], conf=0.05)
+    host = Detector(exported["yolov7-tiny"], device="cpu", conf=0.05)
+    detector = Detector(exported["yolov7-tiny"], device="cpu", conf=0.05)
     fake = FakeGpuEngine(detector.engine)
     detector.engine = detector._local.engine = fake
     detector.device = "cuda"

@@ -6,7 +6,7 @@
 #
 #   bash benchmarks/gpu/run.sh [STAGE ...]
 #
-# STAGE: build test memcheck racecheck parity ceilings bench detector summary pack (default: all,
+# STAGE: build probe test memcheck racecheck parity ceilings bench detector summary pack (all,
 # in that order). Stages joined by '+' run at the same time (`test+memcheck+racecheck+parity`:
 # correctness checks that do not time anything); timed stages should run alone.
 # `build` is skipped when this tree's fastdet is already installed with CUDA. Each stage has its
@@ -127,6 +127,14 @@ run_stage() {
         tests/test_cuda_preprocess.py tests/test_cuda_nms.py tests/test_cuda_postprocess.py \
         -v -p no:cacheprovider -rfEs -k "$SANITIZER_K"
       symbolize "$LOGS/$1.log"
+      ;;
+    probe)
+      preload=()
+      [ -f "$BACKTRACE_LIB" ] && preload=(env "LD_PRELOAD=$BACKTRACE_LIB")
+      stage probe "${FASTDET_GPU_PROBE_TIMEOUT:-120}" probe.log \
+        "${preload[@]}" python3 benchmarks/gpu/probe.py
+      symbolize "$LOGS/probe.log"
+      cat "$LOGS/probe.log"
       ;;
     parity)
       stage parity "${FASTDET_GPU_PARITY_TIMEOUT:-300}" parity.log \

@@ -36,10 +36,11 @@ TimingEvent::~TimingEvent() {
 }
 
 void TimingEvent::record(StreamHandle stream) {
-  // External: inside a capture this is a node of the graph (recorded at each replay) rather
-  // than a dependency between captured streams.
-  FASTDET_CUDA_CHECK(cudaEventRecordWithFlags(static_cast<cudaEvent_t>(event_), as_stream(stream),
-                                              cudaEventRecordExternal));
+  // Inside a capture, External makes this a node of the graph (recorded at each replay) rather
+  // than a dependency between captured streams; outside one, a plain record.
+  const unsigned flags = stream_is_capturing(stream) ? cudaEventRecordExternal : 0u;
+  FASTDET_CUDA_CHECK(
+      cudaEventRecordWithFlags(static_cast<cudaEvent_t>(event_), as_stream(stream), flags));
   recorded_ = true;
 }
 

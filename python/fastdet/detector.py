@@ -30,10 +30,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _resolve_device(device: str, backend: str) -> str:
+    """ "auto": the GPU when one is visible and an engine of this backend can run there."""
     if device != "auto":
         return device
-    if fastdet.cuda_is_available():
-        return "cuda"
     if backend == "torch":
         try:
             import torch
@@ -41,7 +40,21 @@ def _resolve_device(device: str, backend: str) -> str:
             return "cuda" if torch.cuda.is_available() else "cpu"
         except ImportError:
             return "cpu"
+    if not fastdet.cuda_is_available():
+        return "cpu"
+    if backend in ("auto", "tensorrt") and _tensorrt_importable():
+        return "cuda"
+    if backend in ("auto", "onnxruntime") and _onnxruntime_has_cuda():
+        return "cuda"
     return "cpu"
+
+
+def _onnxruntime_has_cuda() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
 def _tensorrt_importable() -> bool:

@@ -299,9 +299,13 @@ def resolve(
             arrays[i] = _from_cuda_array_interface(value, function, names[i])
         elif gpu_flags[i]:
             try:
-                arrays[i] = _from_cuda_array_interface(value, function, names[i])
+                found = _from_cuda_array_interface(value, function, names[i])
             except AttributeError:
-                pass  # no __cuda_array_interface__: read through DLPack below
+                continue  # no __cuda_array_interface__: read through DLPack below
+            # An interface that names no stream (torch's) says nothing about where the data was
+            # written: DLPack's exchange makes the producer order its stream before ours.
+            if found.stream is not None:
+                arrays[i] = found
     if consumer is None:
         consumer = next(
             (a.stream for a in arrays if isinstance(a, GpuArray) and a.stream is not None), 0

@@ -318,13 +318,22 @@ class GpuPipeline:
 
 
 def check_gpu_images(images: Sequence[Any], function: str) -> None:
-    """GPU images must be uint8 H x W x 3 arrays on one device."""
+    """GPU images must be non-empty uint8 H x W x 3 arrays (read off their array interface, or
+    their DLPack tensor when they have none)."""
     for i, image in enumerate(images):
-        resolved = gpu.resolve(function, [image], "cuda", None, [f"images[{i}]"])
-        assert resolved is not None
-        view = resolved[1][0]
-        if view.dtype != np.uint8 or view.ndim != 3 or view.shape[2] != 3 or 0 in view.shape:
+        name = f"images[{i}]"
+        try:
+            interface = image.__cuda_array_interface__
+            shape = tuple(int(d) for d in interface["shape"])
+            dtype = np.dtype(interface["typestr"])
+            text = f"GPU array of dtype {dtype} and shape {shape}"
+        except AttributeError:
+            resolved = gpu.resolve(function, [image], "cuda", None, [name])
+            assert resolved is not None
+            view = resolved[1][0]
+            shape, dtype, text = view.shape, view.dtype, gpu.describe(view)
+        if dtype != np.uint8 or len(shape) != 3 or shape[2] != 3 or 0 in shape:
             raise ValueError(
-                f"{function}: images[{i}] must be a non-empty uint8 GPU array of shape "
-                f"(H, W, 3) (BGR), got {gpu.describe(view)}"
+                f"{function}: {name} must be a non-empty uint8 GPU array of shape (H, W, 3) "
+                f"(BGR), got {text}"
             )
