@@ -138,7 +138,7 @@ run_stage() {
       ;;
     parity)
       stage parity "${FASTDET_GPU_PARITY_TIMEOUT:-300}" parity.log \
-        python3 benchmarks/gpu/detector.py "$LOGS/parity.json" --parts parity
+        python3 -X faulthandler benchmarks/gpu/detector.py "$LOGS/parity.json" --parts parity
       ;;
     ceilings)
       stage ceilings "${FASTDET_GPU_CEILINGS_TIMEOUT:-120}" ceilings.log \
@@ -151,7 +151,8 @@ run_stage() {
       ;;
     detector)
       stage detector "${FASTDET_GPU_DETECTOR_TIMEOUT:-300}" detector.log \
-        python3 benchmarks/gpu/detector.py "$LOGS/detector.json" --parts timing,memory
+        python3 -X faulthandler benchmarks/gpu/detector.py "$LOGS/detector.json" \
+          --parts timing,memory
       ;;
     summary)
       python3 benchmarks/gpu/summary.py "$LOGS" >"$LOGS/summary.md" 2>&1

@@ -26,6 +26,7 @@ download: GPU time) and the host clock (total, per chunk).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -45,6 +46,9 @@ from fastdet.profiling import StageTimer
 MAX_GRAPHS = 8
 MAX_PLANS = 64
 SLOTS = 2
+# One capture at a time in the process: a capture is rare (once per key and slot), and torch's
+# begins with a device-wide synchronisation that must not meet another thread's capture.
+_CAPTURE_LOCK = threading.Lock()
 _EVENTS = ("start", "uploaded", "preprocessed", "inferred", "postprocessed", "done")
 # (stage, from event, to event)
 _STAGES = (
@@ -125,12 +129,17 @@ class GpuPipeline:
         slots = min(SLOTS, len(chunks))
         results: list[Detections] = []
         in_flight: deque[_Ticket] = deque()
-        for index, chunk in enumerate(chunks):
-            if len(in_flight) == slots:
+        try:
+            for index, chunk in enumerate(chunks):
+                if len(in_flight) == slots:
+                    results.extend(self._finish(in_flight.popleft()))
+                in_flight.append(self._start(self._slot(index % slots), chunk, settings))
+            while in_flight:
                 results.extend(self._finish(in_flight.popleft()))
-            in_flight.append(self._start(self._slot(index % slots), chunk, settings))
-        while in_flight:
-            results.extend(self._finish(in_flight.popleft()))
+        finally:
+            # After an error, frames still queued must end before their slots are reused.
+            for ticket in in_flight:
+                ticket.slot.stream.synchronize()
         return results
 
     @property
@@ -228,7 +237,8 @@ class GpuPipeline:
                 return self._network(slot, bindings, ticket)
 
             if key in slot.seen:
-                graph, keep = slot.engine.capture(self.runtime, stream, body)
+                with _CAPTURE_LOCK:
+                    graph, keep = slot.engine.capture(self.runtime, stream, body)
                 slot.graphs[key] = _Graph(graph, ticket.postprocessor, keep)
                 if len(slot.graphs) > MAX_GRAPHS:
                     slot.graphs.popitem(last=False)
@@ -311,7 +321,11 @@ class GpuPipeline:
         self.timer.record("total", time.perf_counter() - ticket.started)
         events = slot.events
         for stage, first, last in _STAGES:
-            self.timer.record(stage, events[last].elapsed_ms(events[first]) / 1e3)
+            try:
+                ms = events[last].elapsed_ms(events[first])
+            except (RuntimeError, ValueError):  # a driver that cannot time this pair
+                continue
+            self.timer.record(stage, ms / 1e3)
         for d in detections:
             d.names = self.spec.class_names
         return detections
