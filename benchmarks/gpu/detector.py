@@ -229,7 +229,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("output")
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--images", type=int, default=12)
     parser.add_argument(
         "--parts", default="parity,timing,memory", help="comma-separated: parity, timing, memory"
     )

@@ -542,20 +542,26 @@ void register_cuda(py::module_& m) {
   m.def(
       "cuda_empty",
       [](const std::vector<int64_t>& shape, const std::string& dtype, int device,
-         uintptr_t stream) {
+         uintptr_t stream, bool stream_ordered) {
         int64_t n = item_type(dtype).size;
         for (int64_t s : shape) n *= s;
         auto buffer = std::make_shared<DeviceBuffer>();
         {
           py::gil_scoped_release release;
           DeviceGuard guard(device);
-          buffer->allocate_for_caller(size_t(n), as_stream(stream));
+          if (stream_ordered) {
+            buffer->allocate_for_caller(size_t(n), as_stream(stream));
+          } else {
+            buffer->reserve(size_t(n));
+          }
         }
         return DeviceArray(buffer, py::none(), reinterpret_cast<uintptr_t>(buffer->data()), shape,
                            dtype, device, stream);
       },
       py::arg("shape"), py::arg("dtype"), py::arg("device"), py::arg("stream"),
-      "Uninitialised device memory as a DeviceArray.");
+      py::arg("stream_ordered") = true,
+      "Uninitialised device memory as a DeviceArray. Stream-ordered memory is freed on `stream` "
+      "(which must outlive the array); otherwise cudaMalloc'd, freed with a device sync.");
   m.def(
       "cuda_view",
       [](const py::object& owner, uintptr_t ptr, const std::vector<int64_t>& shape,

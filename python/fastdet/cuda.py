@@ -129,9 +129,11 @@ class CudaRuntime:
         return Staging(self.device)
 
     def empty(self, shape: Sequence[int], dtype: Any, stream: Stream) -> Any:
-        """Uninitialised device memory (a DeviceArray, freed when dropped)."""
+        """Uninitialised device memory for buffers that live as long as a pipeline (a
+        DeviceArray, freed when dropped). Plain cudaMalloc, not stream-ordered: a stream-ordered
+        free needs its stream alive, and a pipeline's stream and buffers go in no set order."""
         return _core.cuda_empty(
-            [int(s) for s in shape], np.dtype(dtype).name, self.device, stream.handle
+            [int(s) for s in shape], np.dtype(dtype).name, self.device, stream.handle, False
         )
 
     def view(self, owner: Any, ptr: int, shape: Sequence[int], dtype: Any, stream: Stream) -> Any:
