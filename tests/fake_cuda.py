@@ -12,7 +12,9 @@ CPU ops, so a pipeline run must give the host Detector's detections exactly.
 from __future__ import annotations
 
 import itertools
+import math
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -133,12 +135,39 @@ class FakeRuntime:
     """The CudaRuntime interface over host memory."""
 
     streams: ClassVar[dict[int, FakeStream]] = {}
+    # "Device" allocations by address, so that engine doubles can refuse other addresses.
+    allocations: ClassVar[weakref.WeakValueDictionary[int, np.ndarray]] = (
+        weakref.WeakValueDictionary()
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, gpu: str = "NVIDIA H100 80GB HBM3", capability: tuple = (9, 0)) -> None:
         self.device = 0
+        self.gpu = gpu
+        self.capability = capability
         self.graphs: list[FakeGraph] = []
         self.stagings: list[FakeStaging] = []
         self.postprocessors: list[FakePostprocessor] = []
+
+    @classmethod
+    def holds(cls, ptr: int, nbytes: int) -> bool:
+        """True when [ptr, ptr + nbytes) lies in one live device allocation."""
+        for start, array in list(cls.allocations.items()):
+            if start <= ptr and ptr + nbytes <= start + array.nbytes:
+                return True
+        return False
+
+    def properties(self) -> Any:
+        from fastdet.cuda import DeviceProperties
+
+        return DeviceProperties(self.gpu, self.capability, 80 << 30, 132)
+
+    def address(self, array: np.ndarray) -> int:
+        return int(array.ctypes.data)
+
+    def view(self, owner: np.ndarray, ptr: int, shape: Any, dtype: Any, stream: Any) -> Any:
+        assert ptr == self.address(owner) and np.dtype(dtype) == owner.dtype
+        shape = tuple(int(s) for s in shape)
+        return owner.reshape(-1)[: math.prod(shape)].reshape(shape)
 
     def stream(self) -> FakeStream:
         stream = FakeStream()
@@ -160,7 +189,9 @@ class FakeRuntime:
         # Garbage, as cudaMalloc gives: a pipeline that reads before writing shows up.
         dtype = np.dtype(dtype)
         garbage = np.nan if dtype.kind == "f" else -1
-        return np.full(tuple(int(s) for s in shape), garbage, dtype=dtype)
+        array = np.full(tuple(int(s) for s in shape), garbage, dtype=dtype)
+        FakeRuntime.allocations[self.address(array)] = array
+        return array
 
     def rows(self, array: np.ndarray, count: int, stream: FakeStream) -> np.ndarray:
         return array[:count]

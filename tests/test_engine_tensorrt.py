@@ -1,8 +1,13 @@
-"""The TensorRT backend (fastdet.engines.tensorrt*, fastdet.cuda_runtime).
+"""The TensorRT backend (fastdet.engines.tensorrt).
 
-Most tests run against trt_double (a double of TensorRT's and cuda-python's Python APIs backed
-by onnxruntime and host memory); the `real_tensorrt` ones build and run real engines and are
-skipped unless TensorRT and cuda-python import and a GPU is visible.
+- The engine runs against tests/fake_tensorrt.py (the narrow part of TensorRT's runtime API it
+  uses, backed by ONNX Runtime) on tests/fake_cuda.py's host-memory CUDA runtime: host and
+  device faces, profiles, clones, threads, errors, the Detector's GPU pipeline on it.
+- build_engine / load_or_build run end to end with the TensorRT builder replaced by a function
+  that makes fake plans: the cache key, the cache protocol, argument checks and the CLI. The
+  cache protocol, the ONNX reader and the calibration batches are also tested with no double.
+- The `real_tensorrt` tests build and run real engines (the builder's flags, INT8 calibration)
+  and are skipped unless TensorRT imports and a GPU is visible.
 """
 
 from __future__ import annotations
@@ -22,20 +27,27 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import fake_tensorrt
 import fastdet
 import numpy as np
 import pytest
-import trt_double
-from fastdet import cuda_runtime as cu
-from fastdet.engines import tensorrt as trt_engine
-from fastdet.engines import tensorrt_build as tb
-from fastdet.engines.tensorrt import EngineDeserializeError, TensorRTEngine, TensorRTError
-from fastdet.engines.tensorrt_build import (
+from fake_cuda import FakeRuntime
+from fastdet.engines import tensorrt as trt_package
+from fastdet.engines.tensorrt import (
     BuildFacts,
     EngineCacheWarning,
+    EngineDeserializeError,
+    TensorRTEngine,
+    TensorRTError,
     build_engine,
+    engine_from_plan,
     load_or_build,
+    read_onnx_info,
 )
+from fastdet.engines.tensorrt import build as trt_build
+from fastdet.engines.tensorrt.cache import find_or_build
+from fastdet.engines.tensorrt.calibration import calibration_batches, make_calibrator
+from fastdet.engines.tensorrt.sidecar import SIDECAR_FORMAT, sidecar_path
 from fastdet.metadata import ModelMetadata
 
 SIZE = 32  # network input side
@@ -116,11 +128,32 @@ def _reference(model: Path, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {"images": batch})[0]
 
 
+class Fakes:
+    """The installed doubles: the tensorrt module, the runtime fastdet makes, the builds."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.gpu = ("NVIDIA H100 80GB HBM3", (9, 0))
+        self.builds: list[Any] = []
+        self.trt = self.install("10.8.0.43")
+        monkeypatch.setattr("fastdet.cuda.CudaRuntime", lambda device=None: FakeRuntime(*self.gpu))
+        monkeypatch.setattr(trt_build, "_build_plan", self._build_plan)
+
+    def install(self, version: str) -> Any:
+        self.trt = fake_tensorrt.install(self.monkeypatch, version)
+        return self.trt
+
+    def _build_plan(self, trt: Any, request: Any) -> bytes:
+        self.builds.append(request)
+        static = request.source.shape[0] not in (None, -1)
+        batches = None if static else tuple(s[0] for s in request.facts.shapes)
+        return fake_tensorrt.make_plan(request.data, batches, trt.__version__)
+
+
 @pytest.fixture
-def trt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> trt_double.FakeTensorRT:
-    """The TensorRT and cuda-python doubles in sys.modules, and an empty engine cache."""
+def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Fakes:
     monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
-    return trt_double.install(monkeypatch)
+    return Fakes(monkeypatch)
 
 
 def _batch(rng: np.random.Generator, n: int, dtype: Any = np.float32) -> np.ndarray:
@@ -131,96 +164,18 @@ def _entries(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "cache" / "engines").glob("*.engine"))
 
 
-# --- fastdet.cuda_runtime ----------------------------------------------------------------------
+# --- the engine ----------------------------------------------------------------------------------
 
 
-def test_cuda_runtime_missing_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
-    monkeypatch.setitem(sys.modules, "cuda.cudart", None)
-    with pytest.raises(ImportError, match=r"pip install 'fastdet\[cuda\]'"):
-        cu.DeviceBuffer(16)
-
-
-def test_buffers_copy_round_trip_and_free(trt: trt_double.FakeTensorRT) -> None:
-    cuda = trt.cuda
-    stream = cu.Stream()
-    source = cu.PinnedBuffer((4, 5), np.float32)
-    target = cu.PinnedBuffer((4, 5), np.float32)
-    device = cu.DeviceBuffer(source.nbytes)
-    assert device.nbytes == 80 and device.ptr != 0 and source.array.flags.writeable
-    source.array[...] = np.arange(20, dtype=np.float32).reshape(4, 5)
-    cu.memcpy_htod_async(device, source.array, stream)
-    cu.memcpy_dtoh_async(target.array, device, stream)
-    assert not target.array.any() and cuda.pending(stream.handle) == 2  # queued, not done
-    stream.synchronize()
-    np.testing.assert_array_equal(target.array, source.array)
-    view = target.array[1:]
-    target.close()
-    assert len(cuda.pinned_memory) == 2  # a view keeps its pinned memory alive
-    np.testing.assert_array_equal(view, source.array[1:])
-    del view
-    gc.collect()
-    assert len(cuda.pinned_memory) == 1
-    device.close()
-    device.close()  # idempotent
-    source.close()
-    stream.close()
-    assert cuda.live_allocations() == 0
-    assert not cuda.streams
-
-
-def test_cuda_error_names_the_call_and_the_caller(trt: trt_double.FakeTensorRT) -> None:
-    trt.cuda.fail_next["cudaMalloc"] = trt_double.cudaError_t.cudaErrorMemoryAllocation
-    with pytest.raises(fastdet.CudaError) as caught:
-        cu.DeviceBuffer(1024)
-    message = str(caught.value)
-    assert "cudaMalloc failed: cudaErrorMemoryAllocation (code 2)" in message
-    assert f"{__file__}:" in message  # the file:line outside fastdet.cuda_runtime
-    assert isinstance(caught.value, RuntimeError)
-
-
-def test_copies_are_bounds_checked(trt: trt_double.FakeTensorRT) -> None:
-    stream = cu.Stream()
-    device = cu.DeviceBuffer(16)
-    with pytest.raises(ValueError, match=r"memcpy_htod_async: nbytes must be <= the device"):
-        cu.memcpy_htod_async(device, np.zeros(8, np.float32), stream)
-    with pytest.raises(ValueError, match=r"C-contiguous"):
-        cu.memcpy_dtoh_async(np.zeros((4, 4), np.float32)[:, :1], device, stream)
-    with pytest.raises(TypeError, match=r"DeviceBuffer"):
-        cu.memcpy_htod_async(1234, np.zeros(2, np.float32), stream)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"nbytes must be an integer >= 0"):
-        cu.DeviceBuffer(-1)
-
-
-def test_events_and_device_properties(trt: trt_double.FakeTensorRT) -> None:
-    stream = cu.Stream()
-    start, end = cu.Event(), cu.Event()
-    start.record(stream)
-    end.record(stream)
-    assert end.elapsed_ms(start) >= 0.0
-    props = cu.device_properties()
-    assert props.name == "NVIDIA H100 80GB HBM3"
-    assert props.compute_capability == (9, 0)
-    assert cu.device_count() == 1
-    trt.cuda.fail_next["cudaEventElapsedTime"] = trt_double.cudaError_t.cudaErrorNotReady
-    with pytest.raises(fastdet.CudaError, match=r"cudaEventElapsedTime failed: cudaErrorNotReady"):
-        end.elapsed_ms(start)
-
-
-# --- TensorRTEngine ----------------------------------------------------------------------------
-
-
-def test_missing_tensorrt_says_which_extra(
-    monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]
-) -> None:
+def test_missing_tensorrt_says_which_extra(monkeypatch, models: dict[str, Path]) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(ImportError, match=r"pip install 'fastdet\[tensorrt\]'.*NVIDIA"):
         build_engine(models["dynamic"])
 
 
-def test_bindings_by_name_and_metadata(trt: trt_double.FakeTensorRT, models: dict) -> None:
+def test_bindings_by_name_and_metadata(fakes: Fakes, models: dict) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
-    assert (engine.backend, engine.device) == ("tensorrt", "cuda")
+    assert (engine.backend, engine.device, engine.device_io) == ("tensorrt", "cuda", True)
     assert engine.input.name == "images"
     assert engine.input.shape == (None, 3, SIZE, SIZE)
     assert engine.input.dtype == np.float32
@@ -230,14 +185,12 @@ def test_bindings_by_name_and_metadata(trt: trt_double.FakeTensorRT, models: dic
     assert engine.metadata == _metadata(None)
     info = engine.build_info
     assert info is not None and info["gpu"] == "NVIDIA H100 80GB HBM3"
-    assert info["tensorrt"] == trt.__version__ and info["precision"] == "fp32"
+    assert info["tensorrt"] == "10.8.0.43" and info["precision"] == "fp32"
     assert info["shapes"] == [[1, 3, SIZE, SIZE], [2, 3, SIZE, SIZE], [4, 3, SIZE, SIZE]]
     assert "batch 1-4" in repr(engine)
 
 
-def test_static_batch_matches_onnxruntime(
-    trt: trt_double.FakeTensorRT, models: dict, rng: np.random.Generator
-) -> None:
+def test_static_batch_matches_onnxruntime(fakes: Fakes, models: dict, rng) -> None:
     engine = load_or_build(models["static2"])
     assert engine.input.shape == (2, 3, SIZE, SIZE) and not engine.dynamic_batch
     assert engine.max_batch == 2 and engine.metadata == _metadata(2)
@@ -249,22 +202,25 @@ def test_static_batch_matches_onnxruntime(
 
 
 def test_dynamic_batch_matches_onnxruntime_without_allocating(
-    trt: trt_double.FakeTensorRT, models: dict, rng: np.random.Generator
+    fakes: Fakes, models: dict, rng
 ) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
-    calls = trt.cuda.calls
-    allocations = calls["cudaMalloc"] + calls["cudaMallocHost"]
+    engine.infer(_batch(rng, 1))
+    state = engine._state
+    assert state is not None
+    buffers = (id(state.device_input), id(state.host_input), [id(b) for b in state.device_outputs])
+    syncs = state.host_stream.synchronized
     for n in (1, 3, 4, 3, 1):
         batch = _batch(rng, n)
         outputs = engine.infer(batch)
         assert len(outputs) == 1 and outputs[0].shape == (n, ANCHORS * CELLS, 85)
         np.testing.assert_allclose(outputs[0], _reference(models["dynamic"], batch), rtol=1e-6)
-    assert calls["cudaMalloc"] + calls["cudaMallocHost"] == allocations
-    # one synchronize per call, no other blocking call
-    assert calls["cudaStreamSynchronize"] == 5
+    now = (id(state.device_input), id(state.host_input), [id(b) for b in state.device_outputs])
+    assert now == buffers  # the buffers of the largest batch serve every batch
+    assert state.host_stream.synchronized == syncs + 5  # one synchronisation per call
 
 
-def test_outputs_are_copies(trt: trt_double.FakeTensorRT, models: dict, rng) -> None:
+def test_outputs_are_copies(fakes: Fakes, models: dict, rng) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
     first = engine.infer(_batch(rng, 2))[0]
     kept = first.copy()
@@ -272,9 +228,7 @@ def test_outputs_are_copies(trt: trt_double.FakeTensorRT, models: dict, rng) -> 
     np.testing.assert_array_equal(first, kept)
 
 
-def test_float16_batches_cast_into_a_float32_engine(
-    trt: trt_double.FakeTensorRT, models: dict, rng: np.random.Generator
-) -> None:
+def test_float16_batches_cast_into_a_float32_engine(fakes: Fakes, models: dict, rng) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 1, 2))
     batch = _batch(rng, 2, np.float16)
     (output,) = engine.infer(batch)
@@ -283,9 +237,7 @@ def test_float16_batches_cast_into_a_float32_engine(
 
 
 @pytest.mark.parametrize("n", [0, 5])
-def test_batch_outside_the_profile_is_refused(
-    trt: trt_double.FakeTensorRT, models: dict, n: int, rng: np.random.Generator
-) -> None:
+def test_batch_outside_the_profile_is_refused(fakes: Fakes, models: dict, n: int, rng) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
     with pytest.raises(ValueError, match=rf"batch size {n} is outside .*\(batch 1 to 4\)"):
         engine.infer(_batch(rng, n))
@@ -293,7 +245,7 @@ def test_batch_outside_the_profile_is_refused(
     assert output.shape[0] == 4
 
 
-def test_infer_argument_errors(trt: trt_double.FakeTensorRT, models: dict) -> None:
+def test_infer_argument_errors(fakes: Fakes, models: dict) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
     with pytest.raises(TypeError, match=r"TensorRTEngine.infer: batch must be a numpy array"):
         engine.infer([[0.0]])  # type: ignore[arg-type]
@@ -306,46 +258,35 @@ def test_infer_argument_errors(trt: trt_double.FakeTensorRT, models: dict) -> No
         engine.infer(np.zeros((1, 3, SIZE, SIZE), np.float32))
 
 
-def test_failed_execution_raises(
-    trt: trt_double.FakeTensorRT, models: dict, rng: np.random.Generator
-) -> None:
+def test_failed_execution_raises_and_the_engine_recovers(fakes: Fakes, models: dict, rng) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
+    engine.infer(_batch(rng, 1))
     state = engine._state
     assert state is not None
-    stream = state.stream
-    state.stream = cu.Stream()
-    del trt.cuda.streams[state.stream.handle]  # a stream that no longer exists
-    with pytest.raises(fastdet.CudaError):
+    state.context.fail_next = True
+    with pytest.raises(TensorRTError, match=r"TensorRTEngine.infer: execute_async_v3 failed"):
         engine.infer(_batch(rng, 1))
-    state.stream = stream
-    engine.infer(_batch(rng, 1))
-
-
-def test_execute_async_v3_false_raises_tensorrt_error(
-    trt: trt_double.FakeTensorRT, models: dict, rng: np.random.Generator
-) -> None:
-    engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
-    assert engine._state is not None
-    engine._state.context.addresses["output"] = 0xDEAD0  # not device memory
+    saved = state.context.addresses["output"]
+    state.context.addresses["output"] = 0xDEAD0  # not device memory
     with pytest.raises(TensorRTError, match=r"execute_async_v3 failed: .*not device memory"):
         engine.infer(_batch(rng, 1))
+    state.context.addresses["output"] = saved
+    batch = _batch(rng, 3)
+    np.testing.assert_allclose(engine.infer(batch)[0], _reference(models["dynamic"], batch))
 
 
-def test_clone_shares_the_engine_not_the_state(
-    trt: trt_double.FakeTensorRT, models: dict, rng: np.random.Generator
-) -> None:
+def test_clone_shares_the_engine_not_the_state(fakes: Fakes, models: dict, rng) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
     twin = engine.clone()
+    x1, x3 = _batch(rng, 1), _batch(rng, 3)
+    y1, y3 = engine.infer(x1)[0], twin.infer(x3)[0]  # different shapes on each context
     a, b = engine._state, twin._state
     assert a is not None and b is not None
     assert engine._shared is twin._shared  # one ICudaEngine
-    assert a.context is not b.context and a.stream.handle != b.stream.handle
-    assert a.device_input.ptr != b.device_input.ptr
-    assert a.outputs[0].device.ptr != b.outputs[0].device.ptr
-    assert a.host_input.ptr != b.host_input.ptr
+    assert a.context is not b.context and a.host_stream is not b.host_stream
+    assert a.device_input is not b.device_input and a.host_input is not b.host_input
+    assert a.device_outputs[0] is not b.device_outputs[0]
     assert engine._shared.engine.contexts_created == 2
-    x1, x3 = _batch(rng, 1), _batch(rng, 3)
-    y1, y3 = engine.infer(x1)[0], twin.infer(x3)[0]  # different shapes on each context
     np.testing.assert_allclose(y1, _reference(models["dynamic"], x1), rtol=1e-6)
     np.testing.assert_allclose(y3, _reference(models["dynamic"], x3), rtol=1e-6)
     engine.close()
@@ -354,9 +295,7 @@ def test_clone_shares_the_engine_not_the_state(
         engine.clone()
 
 
-def test_clones_in_threads(
-    trt: trt_double.FakeTensorRT, models: dict, rng: np.random.Generator
-) -> None:
+def test_clones_in_threads(fakes: Fakes, models: dict, rng) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
     inputs = [_batch(rng, 1 + i % 4) for i in range(8)]
     expected = [_reference(models["dynamic"], x) for x in inputs]
@@ -377,9 +316,7 @@ def test_clones_in_threads(
     assert not errors
 
 
-def test_one_engine_in_two_threads_is_refused(
-    trt: trt_double.FakeTensorRT, models: dict, rng: np.random.Generator
-) -> None:
+def test_one_engine_in_two_threads_is_refused(fakes: Fakes, models: dict, rng) -> None:
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
     engine._busy.acquire()  # as if another thread were inside infer()
     with pytest.raises(RuntimeError, match=r"another thread; give each thread its own clone"):
@@ -387,32 +324,44 @@ def test_one_engine_in_two_threads_is_refused(
     engine._busy.release()
 
 
-def test_close_frees_everything(trt: trt_double.FakeTensorRT, models: dict) -> None:
-    before = trt.cuda.live_allocations()
+def test_close_frees_everything(fakes: Fakes, models: dict, rng) -> None:
+    gc.collect()
+    before = len(FakeRuntime.allocations)
     with load_or_build(models["dynamic"], batch=(1, 2, 4)) as engine:
         twin = engine.clone()
+        engine.infer(_batch(rng, 1))
+        twin.infer(_batch(rng, 2))
+        assert len(FakeRuntime.allocations) == before + 4
         twin.close()
-    assert trt.cuda.live_allocations() == before
-    assert not trt.cuda.streams
+    gc.collect()
+    assert len(FakeRuntime.allocations) == before
 
 
-def test_engine_file_with_sidecar(trt: trt_double.FakeTensorRT, models: dict, tmp_path) -> None:
+def test_engine_file_with_sidecar(fakes: Fakes, models: dict, tmp_path) -> None:
     target = tmp_path / "out" / "tiny.engine"
     path = build_engine(models["dynamic"], target, batch=(1, 2, 4))
     assert path == target and target.is_file()
-    sidecar = json.loads(Path(str(target) + ".json").read_text())
-    assert sidecar["format"] == trt_engine.SIDECAR_FORMAT
+    sidecar = json.loads(sidecar_path(target).read_text())
+    assert sidecar["format"] == SIDECAR_FORMAT
     assert ModelMetadata.from_props(sidecar["metadata"]) == _metadata(None)
     engine = TensorRTEngine(target)
     assert engine.path == target and engine.metadata == _metadata(None)
     explicit = dataclasses.replace(_metadata(None), model="other")
     assert TensorRTEngine(target, metadata=explicit).metadata == explicit
-    Path(str(target) + ".json").unlink()
+    sidecar_path(target).unlink()
     bare = TensorRTEngine(target)  # trtexec-style: no sidecar, no metadata
     assert bare.metadata is None and bare.build_info is None
 
 
-def test_engine_file_errors(trt: trt_double.FakeTensorRT, models: dict, tmp_path) -> None:
+def test_engine_from_a_plan_in_memory(fakes: Fakes, models: dict, rng) -> None:
+    plan = fake_tensorrt.make_plan(models["static2"].read_bytes(), None, "10.8.0.43")
+    engine = engine_from_plan(plan, metadata=_metadata(2))
+    assert engine.metadata == _metadata(2) and engine.path is None
+    batch = _batch(rng, 2)
+    np.testing.assert_allclose(engine.infer(batch)[0], _reference(models["static2"], batch))
+
+
+def test_engine_file_errors(fakes: Fakes, models: dict, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"TensorRTEngine: path .* is not a file"):
         TensorRTEngine(tmp_path / "missing.engine")
     garbage = tmp_path / "garbage.engine"
@@ -420,9 +369,56 @@ def test_engine_file_errors(trt: trt_double.FakeTensorRT, models: dict, tmp_path
     with pytest.raises(EngineDeserializeError, match=r"could not deserialize .*Serialization"):
         TensorRTEngine(garbage)
     target = build_engine(models["dynamic"], tmp_path / "ok.engine", batch=(1, 1, 2))
-    Path(str(target) + ".json").write_text("{not json")
+    sidecar_path(target).write_text("{not json")
     with pytest.raises(ValueError, match=r"sidecar .* is not valid JSON"):
         TensorRTEngine(target)
+
+
+# --- the device face and the Detector's GPU pipeline ---------------------------------------------
+
+
+def test_device_face_binds_views_of_one_set_of_buffers(fakes: Fakes, models: dict, rng) -> None:
+    engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
+    runtime = FakeRuntime()
+    stream = runtime.stream()
+    small, large = engine.bind(runtime, 1, stream), engine.bind(runtime, 4, stream)
+    assert small.input.shape == (1, 3, SIZE, SIZE) and large.input.shape == (4, 3, SIZE, SIZE)
+    assert small.outputs[0].shape == (1, ANCHORS * CELLS, 85)
+    assert runtime.address(small.input) == runtime.address(large.input)  # one allocation
+    for bindings in (large, small, large):  # the context follows the binding's batch
+        x = _batch(rng, bindings.batch)
+        np.copyto(bindings.input, x)
+        (out,) = engine.enqueue(bindings, stream)
+        np.testing.assert_allclose(out, _reference(models["dynamic"], x), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"TensorRTEngine.bind: batch 5 is outside"):
+        engine.bind(runtime, 5, stream)
+
+
+def test_pipeline_on_a_tensorrt_engine_gives_the_host_detections(fakes: Fakes, models, rng):
+    from fastdet.model_spec import spec_from_metadata
+    from fastdet.pipeline import GpuPipeline, Settings
+    from fastdet.profiling import StageTimer
+
+    engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
+    spec = spec_from_metadata(engine.metadata)
+    pipeline = GpuPipeline(engine, spec, FakeRuntime(), StageTimer())
+    images = [
+        rng.integers(0, 256, (int(h), int(w), 3), np.uint8) for h, w in rng.integers(9, 80, (9, 2))
+    ]
+    for conf in (0.1, 0.3, 0.2):  # eager, captured, replayed
+        found = pipeline.run(images, Settings(conf, 0.45, None, None, None, False))
+        for first in range(0, len(images), 4):
+            chunk = images[first : first + 4]
+            batch, transforms = fastdet.preprocess(chunk, SIZE, **PREPROCESSING)
+            want = fastdet.postprocess(
+                engine.infer(batch), "yolov7", transforms, conf=conf, iou=0.45
+            )
+            for got, expected in zip(found[first : first + 4], want, strict=True):
+                np.testing.assert_array_equal(got.classes, expected.classes)
+                np.testing.assert_array_equal(got.scores, expected.scores)
+                np.testing.assert_array_equal(got.boxes, expected.boxes)
+        assert sum(len(d) for d in found) > 0
+    assert pipeline.graph_count == 3  # chunks of 4, 4, 1 over two slots
 
 
 # --- the engine cache ----------------------------------------------------------------------------
@@ -462,61 +458,37 @@ def test_cache_key_changes_with_each_fact(change: dict[str, Any]) -> None:
     assert BuildFacts.from_json(FACTS.to_json()) == FACTS
 
 
-def test_cache_key_end_to_end(
-    monkeypatch: pytest.MonkeyPatch, trt: trt_double.FakeTensorRT, models: dict, tmp_path
-) -> None:
-    onnx = models["dynamic"]
-    first = build_engine(onnx, batch=(1, 2, 4))
-    builds = len(trt.builds)
-    assert build_engine(onnx, batch=(1, 2, 4)) == first and len(trt.builds) == builds  # a hit
-    paths = {first}
-    paths.add(build_engine(onnx, batch=(1, 2, 8)))
-    paths.add(build_engine(onnx, batch=(1, 2, 4), precision="fp16"))
-    edited = tmp_path / "edited.onnx"
-    edited.write_bytes(onnx.read_bytes() + b"\x32\x00")  # + an empty doc_string: other bytes
-    paths.add(build_engine(edited, batch=(1, 2, 4)))
-    trt.cuda.device = trt_double.FakeDevice(name="NVIDIA H100 PCIe")
-    paths.add(build_engine(onnx, batch=(1, 2, 4)))
-    trt.cuda.device = trt_double.FakeDevice(name="NVIDIA H100 PCIe", major=9, minor=1)
-    paths.add(build_engine(onnx, batch=(1, 2, 4)))
-    trt_double.install(monkeypatch, version="10.9.0.34", cuda=trt.cuda)
-    paths.add(build_engine(onnx, batch=(1, 2, 4)))
-    assert len(paths) == 7
-    assert sorted(paths) == _entries(tmp_path)
+class PlanBook:
+    """find_or_build's two functions, with no TensorRT: plans are b"plan:<n>"."""
+
+    def __init__(self) -> None:
+        self.built = 0
+
+    def build(self) -> bytes:
+        self.built += 1
+        return f"plan:{self.built}".encode()
+
+    @staticmethod
+    def open(plan: bytes | memoryview, path: Path, sidecar: dict) -> bytes:
+        data = bytes(plan)
+        if not data.startswith(b"plan:"):
+            raise EngineDeserializeError("could not deserialize the engine (not a plan)")
+        return data
 
 
-def test_cache_folder_follows_the_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "explicit"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert tb.cache_dir() == tmp_path / "explicit"
-    monkeypatch.delenv("FASTDET_CACHE")
-    assert tb.cache_dir() == tmp_path / "xdg" / "fastdet"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert tb.cache_dir() == tmp_path / "home" / ".cache" / "fastdet"
+def _sidecar(facts: BuildFacts = FACTS) -> dict[str, Any]:
+    return {"format": SIDECAR_FORMAT, "key": facts.key(), "build": facts.to_json()}
 
 
-def test_cached_engine_of_another_tensorrt_version_is_rebuilt(
-    monkeypatch: pytest.MonkeyPatch, trt: trt_double.FakeTensorRT, models: dict, tmp_path, rng
-) -> None:
-    onnx = models["dynamic"]
-    entry = build_engine(onnx, batch=(1, 2, 4))
-    newer = trt_double.install(monkeypatch, version="10.9.0.34", cuda=trt.cuda)
-    other = build_engine(onnx, batch=(1, 2, 4))
-    entry.write_bytes(other.read_bytes())  # a 10.9 plan where the 10.8 entry should be
-    older = trt_double.install(monkeypatch, version="10.8.0.43", cuda=trt.cuda)
-    assert newer is not older
-    with pytest.warns(EngineCacheWarning, match=r"could not deserialize.*rebuilding"):
-        engine = load_or_build(onnx, batch=(1, 2, 4))
-    assert len(older.builds) == 1 and engine.path == entry
-    batch = _batch(rng, 2)
-    np.testing.assert_allclose(engine.infer(batch)[0], _reference(onnx, batch), rtol=1e-6)
+def test_cache_protocol_hit_and_miss(tmp_path: Path) -> None:
+    book, entry = PlanBook(), tmp_path / "engines" / f"{FACTS.key()}.engine"
+    assert find_or_build(entry, FACTS, _sidecar(), book.build, book.open) == b"plan:1"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_or_build(onnx, batch=(1, 2, 4))  # the rebuilt entry is valid
-    assert len(older.builds) == 1
+        assert find_or_build(entry, FACTS, _sidecar(), book.build, book.open) == b"plan:1"
+    assert book.built == 1
+    assert find_or_build(entry, FACTS, _sidecar(), book.build, book.open, rebuild=True) == b"plan:2"
+    assert json.loads(sidecar_path(entry).read_text())["key"] == FACTS.key()
 
 
 @pytest.mark.parametrize(
@@ -525,27 +497,25 @@ def test_cached_engine_of_another_tensorrt_version_is_rebuilt(
         ("tensorrt", "10.7.0.23", r"built for TensorRT '10.7.0.23' \(this machine: '10.8.0.43'\)"),
         ("gpu", "NVIDIA A100-SXM4-80GB", r"built for GPU 'NVIDIA A100-SXM4-80GB'"),
         ("compute_capability", [8, 0], r"built for compute capability \(8, 0\)"),
+        ("precision", "fp32", r"its build facts differ"),
     ],
 )
-def test_sidecar_of_another_gpu_or_tensorrt_is_rebuilt(
-    trt: trt_double.FakeTensorRT, models: dict, field: str, value: Any, message: str
+def test_cache_entry_built_for_something_else_is_rebuilt(
+    tmp_path: Path, field: str, value: Any, message: str
 ) -> None:
-    entry = build_engine(models["dynamic"], batch=(1, 2, 4))
-    sidecar = Path(str(entry) + ".json")
-    content = json.loads(sidecar.read_text())
+    book, entry = PlanBook(), tmp_path / f"{FACTS.key()}.engine"
+    find_or_build(entry, FACTS, _sidecar(), book.build, book.open)
+    content = json.loads(sidecar_path(entry).read_text())
     content["build"][field] = value
-    sidecar.write_text(json.dumps(content))
+    sidecar_path(entry).write_text(json.dumps(content))
     with pytest.warns(EngineCacheWarning, match=message):
-        engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
-    assert len(trt.builds) == 2
-    assert engine.build_info is not None and engine.build_info["tensorrt"] == trt.__version__
-    assert json.loads(sidecar.read_text())["build"]["gpu"] == trt.cuda.device.name
+        assert find_or_build(entry, FACTS, _sidecar(), book.build, book.open) == b"plan:2"
+    assert json.loads(sidecar_path(entry).read_text()) == _sidecar()
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("truncate-engine", r"could not deserialize"),
         ("garbage-engine", r"could not deserialize"),
         ("empty-engine", r"could not deserialize"),
         ("garbage-sidecar", r"sidecar is missing or unreadable"),
@@ -553,16 +523,12 @@ def test_sidecar_of_another_gpu_or_tensorrt_is_rebuilt(
         ("other-key", r"sidecar is missing or unreadable .*key"),
     ],
 )
-def test_corrupt_cache_entry_is_rebuilt(
-    trt: trt_double.FakeTensorRT, models: dict, damage: str, message: str, rng
-) -> None:
-    entry = build_engine(models["dynamic"], batch=(1, 2, 4))
-    sidecar = Path(str(entry) + ".json")
-    plan = entry.read_bytes()
-    if damage == "truncate-engine":
-        entry.write_bytes(plan[: len(plan) // 3])
-    elif damage == "garbage-engine":
-        entry.write_bytes(os.urandom(len(plan)))
+def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path, damage: str, message: str) -> None:
+    book, entry = PlanBook(), tmp_path / f"{FACTS.key()}.engine"
+    find_or_build(entry, FACTS, _sidecar(), book.build, book.open)
+    sidecar = sidecar_path(entry)
+    if damage == "garbage-engine":
+        entry.write_bytes(os.urandom(64))
     elif damage == "empty-engine":
         entry.write_bytes(b"")
     elif damage == "garbage-sidecar":
@@ -574,16 +540,11 @@ def test_corrupt_cache_entry_is_rebuilt(
         content["key"] = "0" * 64
         sidecar.write_text(json.dumps(content))
     with pytest.warns(EngineCacheWarning, match=message):
-        engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
-    assert len(trt.builds) == 2
-    batch = _batch(rng, 3)
-    np.testing.assert_allclose(engine.infer(batch)[0], _reference(models["dynamic"], batch))
-    assert entry.read_bytes() == plan  # the same build facts give the same plan
+        assert find_or_build(entry, FACTS, _sidecar(), book.build, book.open) == b"plan:2"
+    assert entry.read_bytes() == b"plan:2"
 
 
-def test_failed_write_leaves_no_entry(
-    monkeypatch: pytest.MonkeyPatch, trt: trt_double.FakeTensorRT, models: dict, tmp_path
-) -> None:
+def test_failed_write_leaves_no_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     real_replace = os.replace
 
     def crash(source: Any, target: Any) -> None:
@@ -591,58 +552,55 @@ def test_failed_write_leaves_no_entry(
             raise OSError(28, "No space left on device")
         real_replace(source, target)
 
+    book, entry = PlanBook(), tmp_path / "engines" / f"{FACTS.key()}.engine"
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="No space left"):
-        build_engine(models["dynamic"], batch=(1, 2, 4))
-    folder = tmp_path / "cache" / "engines"
-    assert not _entries(tmp_path)
-    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))
+        find_or_build(entry, FACTS, _sidecar(), book.build, book.open)
+    assert not entry.exists() and not list(entry.parent.glob("*.tmp"))
     monkeypatch.setattr(os, "replace", real_replace)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a sidecar without its engine is simply not an entry
-        engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
-    assert engine.path in _entries(tmp_path)
+        assert find_or_build(entry, FACTS, _sidecar(), book.build, book.open) == b"plan:2"
 
 
 _KILLED_BUILD = """
-import os, sys, time
+import json, os, sys, time
+from pathlib import Path
 sys.path[:0] = [{python!r}, {tests!r}]
-import pytest
-import trt_double
-from fastdet.engines.tensorrt_build import build_engine
+from fastdet.engines.tensorrt.cache import BuildFacts, find_or_build
 
-trt_double.install(pytest.MonkeyPatch())
+facts = BuildFacts.from_json(json.loads({facts!r}))
 real_fsync = os.fsync
 
 def fsync(fd):
     real_fsync(fd)
-    name = os.readlink(f"/proc/self/fd/{{fd}}") if os.path.exists("/proc/self/fd") else ""
+    name = os.readlink(f"/proc/self/fd/{{fd}}")
     if ".engine." in os.path.basename(name) and name.endswith(".tmp"):
         print("WRITING", flush=True)
         time.sleep(60)
 
 os.fsync = fsync
-build_engine({onnx!r}, batch=(1, 2, 4))
+sidecar = {{"format": {fmt!r}, "key": facts.key(), "build": facts.to_json()}}
+find_or_build(Path({entry!r}), facts, sidecar, lambda: b"plan:1" * 100000, lambda p, e, s: p)
 print("FINISHED", flush=True)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and SIGKILL")
-def test_killed_build_leaves_no_entry(
-    trt: trt_double.FakeTensorRT, models: dict, tmp_path: Path, rng: np.random.Generator
-) -> None:
+def test_killed_build_leaves_no_entry(tmp_path: Path) -> None:
+    entry = tmp_path / "engines" / f"{FACTS.key()}.engine"
     script = _KILLED_BUILD.format(
         python=str(Path(fastdet.__file__).parents[1]),
         tests=str(Path(__file__).parent),
-        onnx=str(models["dynamic"]),
+        facts=json.dumps(FACTS.to_json()),
+        fmt=SIDECAR_FORMAT,
+        entry=str(entry),
     )
-    env = dict(os.environ, FASTDET_CACHE=str(tmp_path / "cache"))
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
     )
     try:
         assert process.stdout is not None
@@ -654,57 +612,91 @@ def test_killed_build_leaves_no_entry(
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
-    folder = tmp_path / "cache" / "engines"
-    assert not _entries(tmp_path)
-    assert list(folder.glob(".*.tmp"))  # the killed writer's temporary file, never an entry
+    assert not entry.exists()
+    assert list(entry.parent.glob(".*.tmp"))  # the killed writer's temporary file, never an entry
+    book = PlanBook()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
-    batch = _batch(rng, 2)
-    np.testing.assert_allclose(engine.infer(batch)[0], _reference(models["dynamic"], batch))
+        assert find_or_build(entry, FACTS, _sidecar(), book.build, book.open) == b"plan:1"
 
 
-def test_timing_cache_is_saved_and_reused(
-    monkeypatch: pytest.MonkeyPatch, trt: trt_double.FakeTensorRT, models: dict, tmp_path
+def test_cache_key_end_to_end(fakes: Fakes, models: dict, tmp_path) -> None:
+    onnx = models["dynamic"]
+    first = build_engine(onnx, batch=(1, 2, 4))
+    assert build_engine(onnx, batch=(1, 2, 4)) == first and len(fakes.builds) == 1  # a hit
+    paths = {first}
+    paths.add(build_engine(onnx, batch=(1, 2, 8)))
+    paths.add(build_engine(onnx, batch=(1, 2, 4), precision="fp16"))
+    edited = tmp_path / "edited.onnx"
+    edited.write_bytes(onnx.read_bytes() + b"\x32\x00")  # + an empty doc_string: other bytes
+    paths.add(build_engine(edited, batch=(1, 2, 4)))
+    fakes.gpu = ("NVIDIA H100 PCIe", (9, 0))
+    paths.add(build_engine(onnx, batch=(1, 2, 4)))
+    fakes.gpu = ("NVIDIA H100 PCIe", (9, 1))
+    paths.add(build_engine(onnx, batch=(1, 2, 4)))
+    fakes.install("10.9.0.34")
+    paths.add(build_engine(onnx, batch=(1, 2, 4)))
+    assert len(paths) == 7 == len(fakes.builds)
+    assert sorted(paths) == _entries(tmp_path)
+
+
+def test_cache_folder_follows_the_environment(monkeypatch, tmp_path: Path) -> None:
+    from fastdet.cache import cache_dir
+
+    monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("FASTDET_CACHE")
+    assert cache_dir() == tmp_path / "xdg" / "fastdet"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "fastdet"
+
+
+def test_cached_engine_of_another_tensorrt_version_is_rebuilt(
+    fakes: Fakes, models: dict, rng
 ) -> None:
-    build_engine(models["dynamic"], batch=(1, 2, 4))
-    timing = sorted((tmp_path / "cache" / "timing").glob("*.cache"))
-    assert [p.name for p in timing] == ["nvidia-h100-80gb-hbm3-sm90-trt10.8.0.43.cache"]
-    assert trt.builds[-1].timing_cache_entries == 0
-    build_engine(models["dynamic"], batch=(1, 2, 4), rebuild=True)
-    assert trt.builds[-1].timing_cache_entries == 1
-    own = tmp_path / "own.cache"
-    build_engine(models["dynamic"], batch=(1, 2, 4), rebuild=True, timing_cache=own)
-    assert own.is_file()
-    newer = trt_double.install(monkeypatch, version="10.9.0.34", cuda=trt.cuda)
-    with pytest.warns(EngineCacheWarning, match=r"timing cache .* does not fit"):
-        build_engine(models["dynamic"], batch=(1, 2, 4), timing_cache=own)
-    assert newer.builds[-1].timing_cache_entries == 0
-    build_engine(models["dynamic"], batch=(1, 2, 2), timing_cache=False)
-    assert newer.builds[-1].timing_cache_entries == 0
+    onnx = models["dynamic"]
+    entry = build_engine(onnx, batch=(1, 2, 4))
+    fakes.install("10.9.0.34")
+    other = build_engine(onnx, batch=(1, 2, 4))
+    entry.write_bytes(other.read_bytes())  # a 10.9 plan where the 10.8 entry should be
+    fakes.install("10.8.0.43")
+    with pytest.warns(EngineCacheWarning, match=r"could not deserialize.*rebuilding"):
+        engine = load_or_build(onnx, batch=(1, 2, 4))
+    assert len(fakes.builds) == 3 and engine.path == entry
+    batch = _batch(rng, 2)
+    np.testing.assert_allclose(engine.infer(batch)[0], _reference(onnx, batch), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_or_build(onnx, batch=(1, 2, 4))  # the rebuilt entry is valid
+    assert len(fakes.builds) == 3
 
 
-def test_precision_flags_and_workspace(trt: trt_double.FakeTensorRT, models: dict) -> None:
-    build_engine(models["dynamic"], batch=(1, 2, 4), precision="fp16", workspace_gb=0.5)
-    record = trt.builds[-1]
-    assert record.flags == {"FP16", "TF32"} and record.workspace == 1 << 29
-    assert record.profiles == [
-        {"images": [[1, 3, SIZE, SIZE], [2, 3, SIZE, SIZE], [4, 3, SIZE, SIZE]]}
-    ]
-    build_engine(models["dynamic"], batch=3)
-    assert trt.builds[-1].flags == set()  # fp32: TF32 off
-    assert trt.builds[-1].profiles == [{"images": [[3, 3, SIZE, SIZE]] * 3}]
-    engine = load_or_build(models["dynamic"], batch=3)
-    assert engine.input.shape == (3, 3, SIZE, SIZE) and not engine.dynamic_batch
-    build_engine(models["static2"])
-    assert trt.builds[-1].profiles == []  # static ONNX: no profile needed
-    build_engine(models["plain"])
-    assert trt.builds[-1].profiles == [
-        {"images": [[1, 3, SIZE, SIZE], [1, 3, SIZE, SIZE], [16, 3, SIZE, SIZE]]}
-    ]
+def test_build_request_facts_and_files(fakes: Fakes, models: dict, tmp_path) -> None:
+    request, _ = trt_build._request(
+        models["dynamic"], "fp16", (1, 2, 4), None, 0.5, None, None, 512, tmp_path
+    )
+    assert request.facts.precision == "fp16" and request.workspace_gb == 0.5
+    assert request.facts.shapes == ((1, 3, SIZE, SIZE), (2, 3, SIZE, SIZE), (4, 3, SIZE, SIZE))
+    assert (
+        request.timing_cache
+        == tmp_path / "timing" / "nvidia-h100-80gb-hbm3-sm90-trt10.8.0.43.cache"
+    )
+    assert request.metadata == _metadata(None)
+    request, _ = trt_build._request(
+        models["plain"], "fp32", None, None, None, False, None, 512, tmp_path
+    )
+    assert request.timing_cache is None and request.metadata is None
+    assert request.facts.shapes[2] == (16, 3, SIZE, SIZE)  # DEFAULT_DYNAMIC_BATCH
+    request, _ = trt_build._request(
+        models["static2"], "fp32", None, None, None, tmp_path / "own.cache", None, 512, tmp_path
+    )
+    assert request.timing_cache == tmp_path / "own.cache"
+    assert request.facts.shapes == ((2, 3, SIZE, SIZE),) * 3
 
 
-def test_build_argument_errors(trt: trt_double.FakeTensorRT, models: dict, tmp_path) -> None:
+def test_build_argument_errors(fakes: Fakes, models: dict, tmp_path) -> None:
     onnx = models["dynamic"]
     with pytest.raises(ValueError, match=r"build_engine: precision must be one of 'fp32'"):
         build_engine(onnx, precision="bf16")
@@ -728,24 +720,24 @@ def test_build_argument_errors(trt: trt_double.FakeTensorRT, models: dict, tmp_p
         build_engine(broken)
     with pytest.raises(ValueError, match=r"output must be a file path, not a directory"):
         build_engine(onnx, tmp_path)
-    assert not trt.builds or all(r.succeeded for r in trt.builds)
+    assert len(fakes.builds) == 1  # only the last call got as far as building
 
 
 def test_onnx_facts_read_without_onnx(models: dict) -> None:
     onnx = pytest.importorskip("onnx")
     for path in models.values():
         proto = onnx.load(str(path))
-        info = tb.read_onnx_info(path.read_bytes())
+        info = read_onnx_info(path.read_bytes())
         assert info.metadata_props == {p.key: p.value for p in proto.metadata_props}
         (source,) = info.inputs
         dims = proto.graph.input[0].type.tensor_type.shape.dim
         assert source.name == "images"
         assert source.shape == tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
         assert source.elem_type == proto.graph.input[0].type.tensor_type.elem_type
-    assert tb.read_onnx_info(models["plain"].read_bytes()).metadata_props == {}
+    assert read_onnx_info(models["plain"].read_bytes()).metadata_props == {}
 
 
-# --- INT8 calibration --------------------------------------------------------------------------
+# --- INT8 calibration ----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -763,51 +755,48 @@ def calib_images(tmp_path: Path, rng: np.random.Generator) -> list[np.ndarray]:
     return images
 
 
-@pytest.mark.parametrize(
-    ("model", "batch", "size"), [("static2", None, 2), ("dynamic", (1, 2, 4), 4)]
-)
-def test_int8_calibration_feeds_the_models_preprocessing(
-    trt: trt_double.FakeTensorRT,
-    models: dict,
-    calib_images: list[np.ndarray],
-    tmp_path: Path,
-    model: str,
-    batch: Any,
-    size: int,
-) -> None:
-    engine = load_or_build(
-        models[model], precision="int8", batch=batch, calib_dir=tmp_path / "calib"
-    )
-    record = trt.builds[-1]
-    assert record.flags == {"INT8", "FP16", "TF32"} and not record.calibration_cache_read
-    expected = [
-        fastdet.preprocess(calib_images[i : i + size], (SIZE, SIZE), **PREPROCESSING)[0]
-        for i in range(0, len(calib_images) - size + 1, size)
-    ]
-    assert len(record.calibration_batches) == len(expected) == len(calib_images) // size
-    for fed, made in zip(record.calibration_batches, expected, strict=True):
-        np.testing.assert_array_equal(fed, made)
-    assert engine.build_info is not None and engine.build_info["calibration_sha256"]
-    caches = sorted((tmp_path / "cache" / "calibration").glob("*.cache"))
-    assert len(caches) == 1
-    load_or_build(
-        models[model], precision="int8", batch=batch, calib_dir=tmp_path / "calib", rebuild=True
-    )
-    assert trt.builds[-1].calibration_cache_read and not trt.builds[-1].calibration_batches
+def test_calibration_batches_are_the_models_preprocessing(calib_images, tmp_path) -> None:
+    paths = sorted((tmp_path / "calib").glob("*.png"))
+    batches = list(calibration_batches(paths, _metadata(None), 4))
+    assert len(batches) == 2  # full batches only: 9 images make two of 4
+    for k, batch in enumerate(batches):
+        made, _ = fastdet.preprocess(calib_images[4 * k : 4 * k + 4], (SIZE, SIZE), **PREPROCESSING)
+        np.testing.assert_array_equal(batch, made)
 
 
-def test_int8_key_follows_the_calibration_images(
-    trt: trt_double.FakeTensorRT, models: dict, calib_images: list, tmp_path: Path
-) -> None:
+def test_calibrator_feeds_device_memory_and_keeps_its_cache(fakes: Fakes, tmp_path, rng) -> None:
+    runtime = FakeRuntime()
+    batches = [_batch(rng, 2) for _ in range(3)]
+    cache = tmp_path / "calibration.cache"
+    calibrator = make_calibrator(
+        fakes.trt, runtime, iter(batches), (2, 3, SIZE, SIZE), np.dtype(np.float32), cache
+    )
+    assert calibrator.get_batch_size() == 1 and calibrator.read_calibration_cache() is None
+    for batch in batches:
+        (address,) = calibrator.get_batch(["images"])
+        assert FakeRuntime.holds(address, batch.nbytes)
+        np.testing.assert_array_equal(
+            fake_tensorrt._memory(address, batch.shape, batch.dtype), batch
+        )
+    assert calibrator.get_batch(["images"]) is None and calibrator.batches_fed == 3
+    calibrator.write_calibration_cache(b"scales")
+    assert calibrator.read_calibration_cache() == b"scales" and cache.read_bytes() == b"scales"
+    assert calibrator.error is None
+    calibrator.close()
+
+
+def test_int8_key_follows_the_calibration_images(fakes: Fakes, models, calib_images, tmp_path):
     first = build_engine(models["static2"], precision="int8", calib_dir=tmp_path / "calib")
+    assert (
+        load_or_build(models["static2"], precision="int8", calib_dir=tmp_path / "calib").path
+        == first
+    )
     (tmp_path / "calib" / "000.png").write_bytes((tmp_path / "calib" / "001.png").read_bytes())
     second = build_engine(models["static2"], precision="int8", calib_dir=tmp_path / "calib")
-    assert first != second
+    assert first != second and len(fakes.builds) == 2
 
 
-def test_int8_errors(
-    trt: trt_double.FakeTensorRT, models: dict, calib_images: list, tmp_path: Path
-) -> None:
+def test_int8_errors(fakes: Fakes, models: dict, calib_images: list, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"a fastdet export \(INT8 calibration preprocesses"):
         build_engine(models["plain"], precision="int8", calib_dir=tmp_path / "calib")
     empty = tmp_path / "empty"
@@ -819,23 +808,16 @@ def test_int8_errors(
             models["dynamic"], precision="int8", batch=(1, 8, 16), calib_dir=tmp_path / "calib",
             calib_max_images=3,
         )  # fmt: skip
-    (tmp_path / "calib" / "002.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"calibration image .*002.png could not be read"):
-        build_engine(models["static2"], precision="int8", calib_dir=tmp_path / "calib")
-    assert not _entries(tmp_path)
+    assert not _entries(tmp_path) and not fakes.builds
 
 
-def test_tensorrt_11_builds_strongly_typed(
-    monkeypatch: pytest.MonkeyPatch, models: dict, calib_images: list, tmp_path: Path, rng
-) -> None:
-    monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
-    trt = trt_double.install(monkeypatch, version="11.0.0.114")
+def test_tensorrt_11_is_strongly_typed(fakes: Fakes, models, calib_images, tmp_path, rng):
+    fakes.install("11.0.0.114")
     with pytest.raises(ValueError, match=r"TensorRT 11 removed BuilderFlag.FP16.*--half"):
         build_engine(models["dynamic"], precision="fp16")
     with pytest.raises(ValueError, match=r"INT8 calibration needs TensorRT 10"):
         build_engine(models["static2"], precision="int8", calib_dir=tmp_path / "calib")
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
-    assert trt.builds[-1].flags == set()
     batch = _batch(rng, 2)
     np.testing.assert_allclose(engine.infer(batch)[0], _reference(models["dynamic"], batch))
     half = load_or_build(models["half"], precision="fp16", batch=(1, 1, 2))
@@ -851,14 +833,14 @@ def test_tensorrt_11_builds_strongly_typed(
 
 
 def _cli() -> argparse.ArgumentParser:
-    from fastdet.engines.tensorrt_cli import add_build_command
+    from fastdet.cli import add_build_command
 
     parser = argparse.ArgumentParser(prog="fastdet")
     add_build_command(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
-def test_cli_build(trt: trt_double.FakeTensorRT, models: dict, tmp_path: Path, capsys) -> None:
+def test_cli_build(fakes: Fakes, models: dict, tmp_path: Path, capsys) -> None:
     target = tmp_path / "tiny.engine"
     args = _cli().parse_args(
         ["build", str(models["dynamic"]), "--fp16", "--dynamic-batch", "1,2,4",
@@ -867,7 +849,7 @@ def test_cli_build(trt: trt_double.FakeTensorRT, models: dict, tmp_path: Path, c
     assert args.run(args) == 0
     out = capsys.readouterr().out
     assert f"wrote {target}" in out and "batch 1-4" in out
-    assert trt.builds[-1].flags == {"FP16", "TF32"} and trt.builds[-1].workspace == 1 << 28
+    assert fakes.builds[-1].workspace_gb == 0.25
     assert TensorRTEngine(target).build_info["precision"] == "fp16"  # type: ignore[index]
     args = _cli().parse_args(["build", str(models["static2"]), "--batch", "2"])
     assert args.run(args) == 0
@@ -886,9 +868,7 @@ def test_cli_build(trt: trt_double.FakeTensorRT, models: dict, tmp_path: Path, c
         ["--workspace", "-1"],
     ],
 )
-def test_cli_usage_errors(
-    trt: trt_double.FakeTensorRT, models: dict, argv: list[str], capsys
-) -> None:
+def test_cli_usage_errors(fakes: Fakes, models: dict, argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as caught:
         args = _cli().parse_args(["build", str(models["dynamic"]), *argv])
         args.run(args)
@@ -896,13 +876,11 @@ def test_cli_usage_errors(
     assert "error:" in capsys.readouterr().err
 
 
-def test_cli_reports_tensorrt_errors(
-    trt: trt_double.FakeTensorRT, models: dict, tmp_path: Path, capsys, monkeypatch
-) -> None:
+def test_cli_reports_tensorrt_errors(fakes: Fakes, models: dict, capsys, monkeypatch) -> None:
     def broken(*_: Any, **__: Any) -> None:
         raise TensorRTError("build_engine: TensorRT could not build it")
 
-    monkeypatch.setattr(tb, "build_engine", broken)
+    monkeypatch.setattr(trt_package, "build_engine", broken)
     args = _cli().parse_args(["build", str(models["dynamic"])])
     assert args.run(args) == 1
     assert "fastdet build: error: build_engine: TensorRT could not build it" in (
@@ -920,12 +898,8 @@ def _real_tensorrt_reason() -> str | None:
         importlib.import_module("tensorrt")
     except Exception as error:
         return f"the real tensorrt package does not import: {error}"
-    try:
-        count = cu.device_count()
-    except ImportError as error:
-        return str(error)
-    if count == 0:
-        return "no CUDA GPU is visible (cudaGetDeviceCount reports none)"
+    if not fastdet.cuda_is_available():
+        return "needs a CUDA build of fastdet and a visible GPU"
     return None
 
 
@@ -961,6 +935,27 @@ def test_real_engine_matches_onnxruntime(
         engine.infer(_batch(rng, high + 1))
     again = load_or_build(models["dynamic"], precision=precision, batch=batch)  # a cache hit
     assert again.path == engine.path
+
+
+@real_tensorrt
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_real_detector_pipeline_equals_the_engine_run_by_hand(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: dict, rng
+) -> None:
+    from fastdet.detector import Detector
+
+    monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
+    detector = Detector(str(models["static2"]), backend="tensorrt", device="cuda", conf=0.1)
+    images = [rng.integers(0, 256, (40, 56, 3), np.uint8) for _ in range(2)]
+    batch, transforms = fastdet.preprocess(images, SIZE, device="cuda", **PREPROCESSING)
+    expected = fastdet.postprocess(
+        detector.engine.infer(batch.numpy()), "yolov7", transforms, conf=0.1, iou=0.45
+    )
+    for _ in range(3):  # eager, captured, replayed
+        for got, want in zip(detector(images), expected, strict=True):
+            np.testing.assert_array_equal(got.classes, want.classes)
+            np.testing.assert_array_equal(got.scores, want.scores)
+            np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
 
 
 @real_tensorrt

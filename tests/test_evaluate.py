@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-
-from fastdet.evaluate import STAT_NAMES, coco_eval  # noqa: E402
+from fastdet.evaluate import STAT_NAMES, coco_eval
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,12 @@ def annotation_file() -> Path:
 def _ground_truth_predictions(path: Path) -> list[dict]:
     data = json.loads(path.read_text())
     return [
-        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 1.0,
+        }
         for a in data["annotations"]
         if not a["iscrowd"]
     ]

@@ -4,11 +4,16 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <cuda_runtime.h>
+
 #include <memory>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "bindings/register.h"
 #include "common/check.h"
+#include "common/cuda_check.h"
 #include "runtime/cuda_buffer.h"
 #include "runtime/cuda_stream.h"
 
@@ -139,6 +144,16 @@ void register_cuda_runtime(py::module_& m) {
       .def("consumed", &HostStaging::consumed, py::arg("stream"),
            "Marks the end of the work on `stream` that reads the last upload.");
 
+  m.def(
+      "cuda_device_properties",
+      [](int device) {
+        cudaDeviceProp props{};
+        FASTDET_CUDA_CHECK(cudaGetDeviceProperties(&props, device));
+        return std::make_tuple(std::string(props.name), props.major, props.minor,
+                               size_t(props.totalGlobalMem), props.multiProcessorCount);
+      },
+      py::arg("device"),
+      "(name, compute capability major, minor, total memory bytes, multiprocessors).");
   m.def("cuda_pinned_empty", &pinned_empty, py::arg("shape"), py::arg("dtype"),
         "A numpy array in page-locked host memory (freed with the array).");
   m.def(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-import fastdet
+from fastdet import settings
 from fastdet.profiling import StageStats, StageTimer
 
 #: The seed table's six models ("YOLOv7l" is yolov7).
@@ -79,7 +79,7 @@ def available_backends() -> list[str]:
             found.append("onnxruntime-cuda")
     except ImportError:
         pass
-    if fastdet.cuda_is_available():
+    if settings.cuda_is_available():
         try:
             import tensorrt  # noqa: F401
 
@@ -291,7 +291,7 @@ def stage_lines(results: Sequence[BenchResult]) -> str:
 def environment() -> dict[str, Any]:
     """Machine and versions, for the saved reports."""
     versions = {
-        "fastdet": fastdet.__version__,
+        "fastdet": settings.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
@@ -304,9 +304,9 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "processor": _cpu_name(),
         "system": platform.platform(),
-        "cpu_threads": fastdet.get_num_threads(),
-        "with_cuda": fastdet.WITH_CUDA,
-        "cuda_available": fastdet.cuda_is_available(),
+        "cpu_threads": settings.get_num_threads(),
+        "with_cuda": settings.WITH_CUDA,
+        "cuda_available": settings.cuda_is_available(),
         "versions": versions,
         "command": shlex.join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

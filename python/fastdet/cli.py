@@ -12,17 +12,15 @@ from typing import Any
 
 import numpy as np
 
-import fastdet
-from fastdet import _core
+from fastdet import _core, settings
 from fastdet.bench import DEFAULT_MODELS as DEFAULT_BENCH_MODELS
-from fastdet.engines.tensorrt_cli import add_build_command
 
 
 def _info(_: argparse.Namespace) -> int:
-    print(f"fastdet {fastdet.__version__}")
+    print(f"fastdet {settings.__version__}")
     print(f"python {platform.python_version()}, numpy {np.__version__}")
-    print(f"built with CUDA: {fastdet.WITH_CUDA}; GPU visible: {fastdet.cuda_is_available()}")
-    print(f"CPU kernels: {_core.cpu_kernels()}, threads: {fastdet.get_num_threads()}")
+    print(f"built with CUDA: {settings.WITH_CUDA}; GPU visible: {settings.cuda_is_available()}")
+    print(f"CPU kernels: {_core.cpu_kernels()}, threads: {settings.get_num_threads()}")
     return 0
 
 
@@ -140,11 +138,109 @@ def _val(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- fastdet build ------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _batch_range(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX (e.g. 1,4,8), got {text!r}")
+    low, opt, high = (_positive_int(part.strip()) for part in parts)
+    if not low <= opt <= high:
+        raise argparse.ArgumentTypeError(f"expected MIN <= OPT <= MAX, got {text!r}")
+    return low, opt, high
+
+
+def _gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
+    if not 0 < value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected GiB in (0, 1024], got {text!r}")
+    return value
+
+
+def _build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.int8 and args.calib is None:
+        parser.error("--int8 needs --calib DIR (a folder of calibration images)")
+    if args.calib is not None and not args.int8:
+        parser.error("--calib is only used with --int8")
+    from fastdet.engines.tensorrt import TensorRTEngine, TensorRTError, build_engine
+
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    batch: Any = args.dynamic_batch if args.dynamic_batch is not None else args.batch
+    try:
+        path = build_engine(
+            args.model, args.output, precision=precision, batch=batch, calib_dir=args.calib,
+            workspace_gb=args.workspace, timing_cache=args.timing_cache, rebuild=args.rebuild,
+        )  # fmt: skip
+        with TensorRTEngine(path) as engine:
+            summary = repr(engine)
+    except (TensorRTError, _core.CudaError) as error:
+        print(f"fastdet build: error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    print(summary)
+    return 0
+
+
+def add_build_command(subparsers: Any) -> argparse.ArgumentParser:
+    """`fastdet build`: a TensorRT engine from an ONNX model, through the engine cache."""
+    build = subparsers.add_parser(
+        "build",
+        help="build a TensorRT engine from an ONNX model (cached per GPU, TensorRT version, "
+        "precision and shapes)",
+        description="Build a TensorRT engine for this GPU. Engines are cached in $FASTDET_CACHE "
+        "(else $XDG_CACHE_HOME/fastdet, else ~/.cache/fastdet), keyed by GPU, compute "
+        "capability, TensorRT version, precision, input shapes and the ONNX file's content.",
+    )
+    build.add_argument("model", help="the .onnx file (a fastdet export carries its metadata)")
+    precision = build.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="FP16 kernels where faster")
+    precision.add_argument(
+        "--int8",
+        action="store_true",
+        help="INT8, calibrated on --calib images with the model's own preprocessing (TensorRT 10)",
+    )
+    build.add_argument("--calib", metavar="DIR", help="calibration images (.jpg/.png/.bmp)")
+    batch = build.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=_positive_int, metavar="N", help="static batch size")
+    batch.add_argument(
+        "--dynamic-batch",
+        type=_batch_range,
+        metavar="MIN,OPT,MAX",
+        help="dynamic batch range (needs an ONNX exported with a dynamic batch)",
+    )
+    build.add_argument(
+        "--workspace", type=_gigabytes, metavar="GB", help="TensorRT workspace limit in GiB"
+    )
+    build.add_argument(
+        "--timing-cache", metavar="FILE", help="timing cache file (default: in the cache folder)"
+    )
+    build.add_argument("--rebuild", action="store_true", help="build even if cached")
+    build.add_argument(
+        "-o", "--output", metavar="ENGINE", help="also write the engine (and its .json) here"
+    )
+    build.set_defaults(run=lambda args: _build(build, args))
+    return build
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastdet", description="Run and time YOLOv7 and DAMO-YOLO detectors."
     )
-    parser.add_argument("--version", action="version", version=f"fastdet {fastdet.__version__}")
+    parser.add_argument("--version", action="version", version=f"fastdet {settings.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="build and machine facts").set_defaults(run=_info)
     run_bench = commands.add_parser(

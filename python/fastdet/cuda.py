@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -109,12 +110,24 @@ class Staging:
         self._staging.consumed(stream.handle)
 
 
+@dataclass(frozen=True)
+class DeviceProperties:
+    name: str
+    compute_capability: tuple[int, int]
+    total_memory: int
+    multiprocessors: int
+
+
 class CudaRuntime:
     """Everything fastdet's GPU engines and frame pipeline ask of CUDA, on one device."""
 
     def __init__(self, device: int | None = None) -> None:
         gpu.require_cuda("CudaRuntime")
         self.device: int = int(_core.cuda_current_device()) if device is None else int(device)
+
+    def properties(self) -> DeviceProperties:
+        name, major, minor, memory, sms = _core.cuda_device_properties(self.device)
+        return DeviceProperties(name, (major, minor), memory, sms)
 
     def stream(self) -> Stream:
         return Stream(self.device)
@@ -161,6 +174,10 @@ class CudaRuntime:
         if nbytes != _nbytes(src):
             raise ValueError(f"CudaRuntime.copy: {nbytes} bytes into {_nbytes(src)}")
         _core.cuda_copy_async(_address(dst), _address(src), nbytes, self.device, stream.handle)
+
+    def address(self, array: Any) -> int:
+        """The device address of a device array (or the host address of a numpy array)."""
+        return _address(array)
 
     def zero(self, array: Any, stream: Stream) -> None:
         """Queues the zeroing of a C-contiguous device array."""
@@ -220,4 +237,4 @@ def _view_tuple(image: Any) -> tuple[int, tuple[int, ...], tuple[int, ...], str]
     return (_address(image), shape, strides, np.dtype(image.dtype).name)
 
 
-__all__ = ["CudaRuntime", "Event", "Graph", "Staging", "Stream"]
+__all__ = ["CudaRuntime", "DeviceProperties", "Event", "Graph", "Staging", "Stream"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-import fastdet
+from fastdet import settings
 from fastdet._checks import check_choice, check_integer, check_real, fail
 from fastdet.cache import cache_dir
 from fastdet.detections import Detections
@@ -40,7 +40,7 @@ def _resolve_device(device: str, backend: str) -> str:
             return "cuda" if torch.cuda.is_available() else "cpu"
         except ImportError:
             return "cpu"
-    if not fastdet.cuda_is_available():
+    if not settings.cuda_is_available():
         return "cpu"
     if backend in ("auto", "tensorrt") and _tensorrt_importable():
         return "cuda"
@@ -140,12 +140,12 @@ class Detector:
             batch = check_integer("Detector", "batch", batch, 1, 4096)
         if threads is not None:
             threads = check_integer("Detector", "threads", threads, 1, 1024)
-            fastdet.set_num_threads(threads)
+            settings.set_num_threads(threads)
         self.device = _resolve_device(device, backend)
-        if self.device == "cuda" and not fastdet.cuda_is_available() and backend != "torch":
+        if self.device == "cuda" and not settings.cuda_is_available() and backend != "torch":
             raise RuntimeError(
                 "Detector: device='cuda' needs fastdet built with CUDA and a visible GPU "
-                f"(fastdet.WITH_CUDA={fastdet.WITH_CUDA}, no GPU visible)"
+                f"(settings.WITH_CUDA={settings.WITH_CUDA}, no GPU visible)"
             )
         self.precision = precision or ("fp16" if self.device == "cuda" else "fp32")
         engine, spec = self._load(
@@ -202,7 +202,7 @@ class Detector:
                     backend == "auto" and self.device == "cuda" and _tensorrt_importable()
                 )
                 if use_trt:
-                    from fastdet.engines.tensorrt_build import load_or_build
+                    from fastdet.engines.tensorrt import load_or_build
 
                     precision = "fp16" if self.precision == "fp16" else self.precision
                     engine = load_or_build(path, precision=precision, batch=batch or 1)
@@ -305,7 +305,7 @@ class Detector:
 
     def _gpu_pipeline(self) -> Any:
         """This thread's GPU frame pipeline, or None when the frame runs through the host."""
-        if not (self.device == "cuda" and self.engine.device_io and fastdet.cuda_is_available()):
+        if not (self.device == "cuda" and self.engine.device_io and settings.cuda_is_available()):
             return None
         found = getattr(self._local, "pipeline", None)
         if found is None:

@@ -1,153 +1,43 @@
 """TensorRT backend: runs a serialized engine (.engine / .plan) built by fastdet or trtexec.
 
-One TensorRTEngine owns an execution context, a CUDA stream, device buffers sized once for the
-largest batch of the engine's optimization profile, and pinned host staging buffers, so a call
-allocates nothing: copy the batch into pinned memory, queue host-to-device, execute_async_v3,
-device-to-host for each output on the engine's stream, then synchronise once. TensorRT
-releases the GIL inside execute_async_v3. clone() gives another execution context, stream and
-buffers on the same ICudaEngine, for another thread.
+Memory, streams and copies come from fastdet's CUDA runtime (fastdet.cuda). An execution
+context binds device buffers sized once for the largest batch of the engine's optimization
+profile (set_tensor_address once); a batch size only changes the input shape. Two faces
+(engines/base.py):
 
-The engine's fastdet metadata and build facts come from a JSON sidecar next to it
-(`<engine>.json`), written by fastdet.engines.tensorrt_build.
+- device: bind() gives the frame pipeline views of those buffers at a batch size, enqueue()
+  runs execute_async_v3 on the pipeline's stream with no host synchronisation; the pipeline's
+  CUDA graph captures it after one eager run, as TensorRT requires.
+- host: infer() copies a numpy batch through pinned memory, enqueues on the engine's own stream
+  and synchronises once.
+
+clone() gives another execution context and buffers on the same ICudaEngine, for another thread
+or pipeline slot. TensorRT releases the GIL inside execute_async_v3. The engine's fastdet
+metadata and build facts come from its JSON sidecar (`<engine>.json`, see sidecar.py).
 """
 
 from __future__ import annotations
 
-import importlib
-import json
-import logging
 import math
 import threading
-from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastdet import cuda_runtime as cu
 from fastdet._checks import describe, fail
-from fastdet.engines.base import Engine, TensorSpec
+from fastdet.engines.base import Bindings, Engine, TensorSpec
+from fastdet.engines.tensorrt.api import (
+    EngineDeserializeError,
+    TensorRTError,
+    get_logger,
+    numpy_dtype,
+    require_tensorrt,
+)
+from fastdet.engines.tensorrt.sidecar import read_sidecar, sidecar_path
 from fastdet.metadata import ModelMetadata
 
-SIDECAR_FORMAT = "fastdet.tensorrt-engine/1"
 INPUT_NAME = "images"
-_LOG = logging.getLogger("fastdet.tensorrt")
-# TensorRT's messages go to `logging`, silent unless the application configures it.
-_LOG.addHandler(logging.NullHandler())
-# TensorRT data types that have a numpy equivalent, by enum member name.
-_NUMPY_DTYPES = {
-    "FLOAT": np.float32,
-    "HALF": np.float16,
-    "INT8": np.int8,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-}
-
-
-class TensorRTError(RuntimeError):
-    """A TensorRT step failed (parse, build, deserialize, context creation or execution)."""
-
-
-class EngineDeserializeError(TensorRTError):
-    """TensorRT could not deserialize a plan (another TensorRT version or GPU, or corrupt)."""
-
-
-def require_tensorrt() -> Any:
-    """The tensorrt module, or an ImportError that says how to install it."""
-    try:
-        return importlib.import_module("tensorrt")
-    except ImportError:
-        raise ImportError(
-            "fastdet's TensorRT backend needs TensorRT >= 10 for Python: "
-            "pip install 'fastdet[tensorrt]'. TensorRT's wheels, the engine builder included, "
-            "come from NVIDIA's package index (add --extra-index-url https://pypi.nvidia.com "
-            "if pip cannot find them)."
-        ) from None
-
-
-class _LogSink:
-    """Recent TensorRT error messages, so a failed call can say what TensorRT reported."""
-
-    def __init__(self) -> None:
-        self.errors: deque[str] = deque(maxlen=64)
-        self.count = 0
-
-    def add(self, message: str) -> None:
-        self.errors.append(message)
-        self.count += 1
-
-    def since(self, mark: int) -> str:
-        new = min(self.count - mark, len(self.errors))
-        messages = list(self.errors)[len(self.errors) - new :] if new > 0 else []
-        return "; ".join(messages) if messages else "no error message from TensorRT"
-
-
-_LOGGERS: dict[int, tuple[Any, _LogSink]] = {}
-_LOGGERS_LOCK = threading.Lock()
-
-
-def get_logger(trt: Any) -> tuple[Any, _LogSink]:
-    """One ILogger per tensorrt module for the whole process (TensorRT keeps the first logger it
-    is given; later different ones only draw a warning), forwarding to `logging`."""
-    with _LOGGERS_LOCK:
-        found = _LOGGERS.get(id(trt))
-        if found is not None and found[0].__class__.__mro__[1] is trt.ILogger:
-            return found
-        sink = _LogSink()
-        error_level = int(trt.ILogger.Severity.ERROR)
-        warning_level = int(trt.ILogger.Severity.WARNING)
-
-        class _Logger(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-
-            def log(self, severity: Any, msg: str) -> None:
-                level = int(severity)
-                if level <= error_level:
-                    sink.add(msg)
-                    _LOG.error("TensorRT: %s", msg)
-                elif level == warning_level:
-                    _LOG.warning("TensorRT: %s", msg)
-                else:
-                    _LOG.debug("TensorRT: %s", msg)
-
-        found = (_Logger(), sink)
-        _LOGGERS[id(trt)] = found
-        return found
-
-
-def numpy_dtype(trt: Any, data_type: Any) -> np.dtype:
-    for name, np_type in _NUMPY_DTYPES.items():
-        member = getattr(trt.DataType, name, None)
-        if member is not None and member == data_type:
-            return np.dtype(np_type)
-    raise TensorRTError(f"TensorRTEngine: tensor data type {data_type} has no numpy equivalent")
-
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    """Where the JSON sidecar of an engine lives: `<engine>.json`."""
-    return Path(str(engine_path) + ".json")
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any] | None:
-    """The sidecar's content; None when there is none. A corrupt one raises ValueError."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    try:
-        content = json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"TensorRTEngine: sidecar {path} is not valid JSON: {error}") from None
-    if not isinstance(content, dict) or content.get("format") != SIDECAR_FORMAT:
-        raise ValueError(
-            f"TensorRTEngine: sidecar {path} is not a {SIDECAR_FORMAT} file; delete it to load "
-            "the engine without fastdet metadata"
-        )
-    return content
 
 
 def _shape(dims: Any) -> tuple[int, ...]:
@@ -252,7 +142,6 @@ class _SharedEngine:
         metadata: ModelMetadata | None = None,
     ) -> _SharedEngine:
         trt = require_tensorrt()
-        cu.runtime()  # fail early, with the install hint, when cuda-python is missing
         logger, log = get_logger(trt)
         mark = log.count
         runtime = trt.Runtime(logger)
@@ -267,18 +156,17 @@ class _SharedEngine:
         return cls(trt, runtime, engine, path, sidecar, metadata)
 
 
-@dataclass
-class _Output:
-    name: str
-    device: cu.DeviceBuffer
-    host: cu.PinnedBuffer
-    flat: np.ndarray  # the pinned buffer as one flat array
+def _default_runtime() -> Any:
+    from fastdet import cuda
+
+    return cuda.CudaRuntime()
 
 
 class _ExecutionState:
-    """One execution context with its stream and buffers (sized for the largest batch)."""
+    """One execution context with its device buffers (sized for the largest batch), made on
+    first use on the runtime that first asks; host staging and a stream for infer()."""
 
-    def __init__(self, shared: _SharedEngine) -> None:
+    def __init__(self, shared: _SharedEngine, runtime: Any) -> None:
         self.shared = shared
         log_mark = shared.log.count
         context = shared.engine.create_execution_context()
@@ -287,30 +175,39 @@ class _ExecutionState:
                 f"TensorRTEngine: create_execution_context failed: {shared.log.since(log_mark)}"
             )
         self.context = context
-        self.stream = cu.Stream()
+        self.runtime = runtime  # None: fastdet's CUDA runtime, made on first use
+        self.batch: int | None = None  # the batch the context's input shape is set to
+        self.device_input: Any = None
+        self.device_outputs: list[Any] = []
+        self.host_stream: Any = None
+        self.host_input: np.ndarray | None = None
+        self.host_outputs: list[np.ndarray] = []
+
+    def buffers(self, runtime: Any, stream: Any) -> None:
+        """Allocates the device buffers at the largest batch and binds their addresses (once:
+        the addresses never change afterwards)."""
+        if self.device_input is not None:
+            return
+        self.runtime = runtime
+        shared = self.shared
         spec = shared.input
-        max_batch = shared.batch_range[2]
-        max_shape = (max_batch, *spec.shape[1:])
-        if shared.shape_is_dynamic:
-            self._set_input_shape(max_shape)
-        self.batch = max_batch
-        self.device_input = cu.DeviceBuffer(math.prod(max_shape) * spec.dtype.itemsize)
-        self.host_input = cu.PinnedBuffer(max_shape, spec.dtype)
-        self.outputs: list[_Output] = []
+        max_shape = (shared.batch_range[2], *spec.shape[1:])
+        self.set_batch(max_shape[0])
+        self.device_input = runtime.empty(max_shape, spec.dtype, stream)
+        outputs = []
         for out in shared.outputs:
-            shape = _shape(context.get_tensor_shape(out.name))
+            shape = _shape(self.context.get_tensor_shape(out.name))
             if any(d < 0 for d in shape):
                 raise TensorRTError(
                     f"TensorRTEngine: output {out.name!r} has shape {list(shape)} at batch "
-                    f"{max_batch}; only outputs whose shape follows from the input are supported"
+                    f"{max_shape[0]}; only outputs whose shape follows from the input are "
+                    "supported"
                 )
-            host = cu.PinnedBuffer(shape, out.dtype)
-            device = cu.DeviceBuffer(host.nbytes)
-            self.outputs.append(_Output(out.name, device, host, host.array.reshape(-1)))
-        # The addresses never change, so they are set once.
-        self._set_address(spec.name, self.device_input.ptr)
-        for output in self.outputs:
-            self._set_address(output.name, output.device.ptr)
+            outputs.append(runtime.empty(shape, out.dtype, stream))
+        self.device_outputs = outputs
+        self._set_address(spec.name, runtime.address(self.device_input))
+        for out, buffer in zip(shared.outputs, outputs, strict=True):
+            self._set_address(out.name, runtime.address(buffer))
 
     def _set_address(self, name: str, ptr: int) -> None:
         mark = self.shared.log.count
@@ -320,47 +217,75 @@ class _ExecutionState:
                 f"{self.shared.log.since(mark)}"
             )
 
-    def _set_input_shape(self, shape: tuple[int, ...]) -> None:
+    def set_batch(self, batch: int) -> None:
+        if not self.shared.shape_is_dynamic or batch == self.batch:
+            self.batch = batch
+            return
+        shape = (batch, *self.shared.input.shape[1:])
         mark = self.shared.log.count
         if not self.context.set_input_shape(self.shared.input.name, shape):
             raise TensorRTError(
                 f"TensorRTEngine: set_input_shape({self.shared.input.name!r}, {list(shape)}) "
                 f"failed: {self.shared.log.since(mark)}"
             )
+        self.batch = batch
+
+    def output_views(self, stream: Any) -> list[Any]:
+        """The outputs at the current batch: views of the first elements of each buffer."""
+        views = []
+        for out, buffer in zip(self.shared.outputs, self.device_outputs, strict=True):
+            shape = _shape(self.context.get_tensor_shape(out.name))
+            address = self.runtime.address(buffer)
+            views.append(self.runtime.view(buffer, address, shape, out.dtype, stream))
+        return views
+
+    def execute(self, stream: Any, function: str) -> None:
+        mark = self.shared.log.count
+        if not self.context.execute_async_v3(stream.handle):
+            raise TensorRTError(
+                f"TensorRTEngine.{function}: execute_async_v3 failed: {self.shared.log.since(mark)}"
+            )
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The host face: batch in through pinned memory, outputs back, one synchronisation."""
+        if self.host_stream is None:
+            runtime = self.runtime if self.runtime is not None else _default_runtime()
+            self.host_stream = runtime.stream()
+            self.buffers(runtime, self.host_stream)
+            spec = self.shared.input
+            self.host_input = runtime.pinned(self.device_input.shape, spec.dtype)
+            self.host_outputs = [
+                runtime.pinned((math.prod(b.shape),), b.dtype) for b in self.device_outputs
+            ]
+        runtime, stream = self.runtime, self.host_stream
+        assert self.host_input is not None
         b = batch.shape[0]
-        if self.shared.shape_is_dynamic and b != self.batch:
-            self._set_input_shape((b, *batch.shape[1:]))
-            self.batch = b
-        host_input = self.host_input.array[:b]
-        np.copyto(host_input, batch, casting="same_kind")
-        cu.memcpy_htod_async(self.device_input, host_input, self.stream)
-        mark = self.shared.log.count
-        if not self.context.execute_async_v3(self.stream.handle):
-            self.stream.synchronize()
-            raise TensorRTError(
-                f"TensorRTEngine.infer: execute_async_v3 failed: {self.shared.log.since(mark)}"
-            )
-        views = []
-        for output in self.outputs:
-            shape = _shape(self.context.get_tensor_shape(output.name))
-            view = output.flat[: math.prod(shape)].reshape(shape)
-            cu.memcpy_dtoh_async(view, output.device, self.stream)
-            views.append(view)
-        self.stream.synchronize()
-        return [view.copy() for view in views]
+        self.set_batch(b)
+        np.copyto(self.host_input[:b], batch, casting="same_kind")
+        runtime.copy(runtime.rows(self.device_input, b, stream), self.host_input[:b], stream)
+        try:
+            self.execute(stream, "infer")
+        except TensorRTError:
+            stream.synchronize()
+            raise
+        results = []
+        for device, host in zip(self.output_views(stream), self.host_outputs, strict=True):
+            target = host[: math.prod(device.shape)].reshape(device.shape)
+            runtime.copy(target, device, stream)
+            results.append(target)
+        stream.synchronize()
+        return [r.copy() for r in results]
 
     def close(self) -> None:
         # The context goes first: it must not outlive the memory bound to it.
+        if self.host_stream is not None:
+            self.host_stream.synchronize()
         self.context = None
-        for output in self.outputs:
-            output.device.close()
-            output.host.close()
-        self.outputs = []
-        self.device_input.close()
-        self.host_input.close()
-        self.stream.close()
+        self.device_outputs = []
+        self.device_input = None
+        self.host_outputs = []
+        self.host_input = None
+        self.host_stream = None
 
 
 class TensorRTEngine(Engine):
@@ -373,8 +298,15 @@ class TensorRTEngine(Engine):
 
     backend = "tensorrt"
     device = "cuda"
+    device_io = True
 
-    def __init__(self, path: str | Path, *, metadata: ModelMetadata | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        metadata: ModelMetadata | None = None,
+        runtime: Any = None,
+    ) -> None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"TensorRTEngine: path {str(path)!r} is not a file")
@@ -382,21 +314,22 @@ class TensorRTEngine(Engine):
         shared = _SharedEngine.deserialize(
             path.read_bytes(), path=path, sidecar=sidecar, metadata=metadata
         )
-        self._attach(shared)
+        self._attach(shared, runtime)
 
     @classmethod
-    def _from_shared(cls, shared: _SharedEngine) -> TensorRTEngine:
+    def _from_shared(cls, shared: _SharedEngine, runtime: Any = None) -> TensorRTEngine:
         engine = cls.__new__(cls)
-        engine._attach(shared)
+        engine._attach(shared, runtime)
         return engine
 
-    def _attach(self, shared: _SharedEngine) -> None:
+    def _attach(self, shared: _SharedEngine, runtime: Any) -> None:
         self._shared: _SharedEngine | None = shared
         self.input = shared.input_spec
         self.outputs = shared.output_specs
         self.metadata = shared.metadata
+        self._runtime = runtime
         self._busy = threading.Lock()
-        self._state: _ExecutionState | None = _ExecutionState(shared)
+        self._state: _ExecutionState | None = _ExecutionState(shared, runtime)
 
     def _live(self, function: str) -> tuple[_SharedEngine, _ExecutionState]:
         if self._shared is None or self._state is None:
@@ -457,10 +390,31 @@ class TensorRTEngine(Engine):
         finally:
             self._busy.release()
 
+    # -- device face ------------------------------------------------------------------------
+
+    def bind(self, runtime: Any, batch: int, stream: Any) -> Bindings:
+        shared, state = self._live("bind")
+        low, _, high = shared.batch_range
+        if not low <= batch <= high:
+            raise ValueError(
+                f"TensorRTEngine.bind: batch {batch} is outside the engine's optimization "
+                f"profile (batch {low} to {high})"
+            )
+        state.buffers(runtime, stream)
+        state.set_batch(batch)
+        images = runtime.rows(state.device_input, batch, stream)
+        return Bindings(batch, images, state.output_views(stream))
+
+    def enqueue(self, bindings: Bindings, stream: Any) -> list[Any]:
+        _, state = self._live("enqueue")
+        state.set_batch(bindings.batch)  # the context may be set to another binding's batch
+        state.execute(stream, "enqueue")
+        return bindings.outputs
+
     def clone(self) -> TensorRTEngine:
         """Another engine on the same ICudaEngine, with its own context, stream and buffers."""
         shared, _ = self._live("clone")
-        return TensorRTEngine._from_shared(shared)
+        return TensorRTEngine._from_shared(shared, self._runtime)
 
     def close(self) -> None:
         state, self._state = self._state, None
@@ -485,11 +439,17 @@ class TensorRTEngine(Engine):
         )
 
 
-__all__ = [
-    "EngineDeserializeError",
-    "TensorRTEngine",
-    "TensorRTError",
-    "read_sidecar",
-    "require_tensorrt",
-    "sidecar_path",
-]
+def engine_from_plan(
+    plan: bytes | memoryview,
+    *,
+    metadata: ModelMetadata | None = None,
+    sidecar: dict[str, Any] | None = None,
+    runtime: Any = None,
+) -> TensorRTEngine:
+    """A TensorRTEngine from a serialized plan in memory (an engine file's bytes, or what
+    TensorRT's builder returned); `metadata` or `sidecar` give fastdet's model facts."""
+    shared = _SharedEngine.deserialize(plan, sidecar=sidecar, metadata=metadata)
+    return TensorRTEngine._from_shared(shared, runtime)
+
+
+__all__ = ["INPUT_NAME", "TensorRTEngine", "engine_from_plan"]
