@@ -11,6 +11,7 @@ CPU ops, so a pipeline run must give the host Detector's detections exactly.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import math
 import time
@@ -164,10 +165,15 @@ class FakeRuntime:
     def address(self, array: np.ndarray) -> int:
         return int(array.ctypes.data)
 
-    def view(self, owner: np.ndarray, ptr: int, shape: Any, dtype: Any, stream: Any) -> Any:
-        assert ptr == self.address(owner) and np.dtype(dtype) == owner.dtype
+    def view(self, owner: Any, ptr: int, shape: Any, dtype: Any, stream: Any) -> Any:
         shape = tuple(int(s) for s in shape)
-        return owner.reshape(-1)[: math.prod(shape)].reshape(shape)
+        if isinstance(owner, np.ndarray):
+            assert ptr == self.address(owner) and np.dtype(dtype) == owner.dtype
+            return owner.reshape(-1)[: math.prod(shape)].reshape(shape)
+        # Memory of another library (an ONNX Runtime OrtValue), read in place.
+        count = math.prod(shape)
+        raw = (ctypes.c_char * (count * np.dtype(dtype).itemsize)).from_address(ptr)
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
     def stream(self) -> FakeStream:
         stream = FakeStream()

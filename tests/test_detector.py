@@ -253,3 +253,19 @@ def test_bad_image_paths_are_refused(exported, tmp_path):
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     with pytest.raises(ValueError, match="could not decode"):
         detector(str(broken))
+
+
+@pytest.mark.skipif(fastdet.cuda_is_available(), reason="checks the message without a GPU")
+def test_cuda_without_a_gpu_says_what_is_missing():
+    with pytest.raises(
+        RuntimeError, match=r"Detector: device='cuda' needs fastdet built with CUDA"
+    ):
+        Detector("yolov7-tiny", device="cuda")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match=r"torch backend needs a CUDA build of torch"):
+            Detector("yolov7-tiny", device="cuda", backend="torch")
+    # "auto" falls back to the CPU where no engine can use a GPU.
+    assert Detector("yolov7-tiny", backend="torch").device == (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )

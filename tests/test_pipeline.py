@@ -148,7 +148,7 @@ def test_each_thread_gets_its_own_pipeline_and_engine(exported, photos, monkeypa
     fake = FakeGpuEngine(detector.engine)
     detector.engine = detector._local.engine = fake
     detector.device = "cuda"
-    monkeypatch.setattr(fastdet, "cuda_is_available", lambda: True)
+    monkeypatch.setattr(fastdet.settings, "cuda_is_available", lambda: True)
     monkeypatch.setattr(fastdet.cuda, "CudaRuntime", FakeRuntime)
     expected = host(photos)
     found: dict[int, list[fastdet.Detections]] = {}
@@ -226,3 +226,18 @@ def test_engines_with_their_own_nms_finish_on_the_host(photos):
         same(found, expected)
         assert sum(len(d) for d in found) > 0
     assert runtime.postprocessors == []  # no CUDA postprocess for this format
+
+
+def test_onnxruntime_io_binding_feeds_the_pipeline(exported, photos):
+    """The ONNX Runtime engine's device face (I/O binding; bound to host memory here, to CUDA
+    memory with onnxruntime-gpu): the host detections, never captured into a graph."""
+    from fastdet.engines.onnxruntime import OnnxRuntimeEngine
+
+    host = Detector(exported["damo-yolo-ns"], device="cpu", conf=0.05)
+    engine = OnnxRuntimeEngine(exported["damo-yolo-ns"])
+    engine.device_io = True  # the CPU provider's I/O binding stands in for the CUDA one
+    runtime = FakeRuntime()
+    pipeline = GpuPipeline(engine, host.spec, runtime, StageTimer())
+    for conf in (0.05, 0.2, 0.1):
+        same(pipeline.run(photos[:3], settings(host, conf=conf)), host(photos[:3], conf=conf))
+    assert runtime.graphs == [] and pipeline.graph_count == 0

@@ -49,6 +49,27 @@ def _resolve_device(device: str, backend: str) -> str:
     return "cpu"
 
 
+def _check_cuda(backend: str) -> None:
+    """A RuntimeError naming what device='cuda' lacks here."""
+    if backend == "torch":
+        try:
+            import torch
+        except ImportError:
+            return  # the torch engine raises its own ImportError with the extra to install
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "Detector: device='cuda' with the torch backend needs a CUDA build of torch and "
+                f"a visible GPU (torch {torch.__version__}: torch.cuda.is_available() is False)"
+            )
+        return
+    if not settings.cuda_is_available():
+        built = "a CUDA build, but no GPU is visible" if settings.WITH_CUDA else "no CUDA build"
+        raise RuntimeError(
+            "Detector: device='cuda' needs fastdet built with CUDA and a visible GPU (this is "
+            f"{built}; rebuild with nvcc on PATH or FASTDET_CUDA=ON, or use device='cpu')"
+        )
+
+
 def _onnxruntime_has_cuda() -> bool:
     try:
         import onnxruntime
@@ -142,11 +163,8 @@ class Detector:
             threads = check_integer("Detector", "threads", threads, 1, 1024)
             settings.set_num_threads(threads)
         self.device = _resolve_device(device, backend)
-        if self.device == "cuda" and not settings.cuda_is_available() and backend != "torch":
-            raise RuntimeError(
-                "Detector: device='cuda' needs fastdet built with CUDA and a visible GPU "
-                f"(settings.WITH_CUDA={settings.WITH_CUDA}, no GPU visible)"
-            )
+        if self.device == "cuda":
+            _check_cuda(backend)
         self.precision = precision or ("fp16" if self.device == "cuda" else "fp32")
         engine, spec = self._load(
             model, backend, batch, threads, weights, family, format, imgsz, anchors

@@ -236,7 +236,7 @@ class GpuPipeline:
             def body() -> Any:
                 return self._network(slot, bindings, ticket)
 
-            if key in slot.seen:
+            if key in slot.seen and slot.engine.graph_capture:
                 with _CAPTURE_LOCK:
                     graph, keep = slot.engine.capture(self.runtime, stream, body)
                 slot.graphs[key] = _Graph(graph, ticket.postprocessor, keep)

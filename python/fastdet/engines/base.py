@@ -85,6 +85,9 @@ class Engine(ABC):
 
     #: True when bind/enqueue/capture work (the engine runs on a GPU)
     device_io: bool = False
+    #: False when the engine's work cannot be captured into a CUDA graph (it runs on a stream
+    #: of its own, or synchronises): the pipeline then enqueues it eagerly every frame
+    graph_capture: bool = True
 
     def bind(self, runtime: Any, batch: int, stream: Any) -> Bindings:
         """Device buffers for `batch` images (a fastdet.cuda.CudaRuntime and Stream)."""

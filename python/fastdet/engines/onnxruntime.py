@@ -1,5 +1,13 @@
 """ONNX Runtime backend: CPU execution provider (threads configurable), CUDA provider when
-onnxruntime-gpu is installed."""
+onnxruntime-gpu is installed.
+
+On the CUDA provider the engine has the device face (engines/base.py) through ONNX Runtime's
+I/O binding: the input is bound to the frame pipeline's input buffer and the outputs stay in
+ONNX Runtime's device memory, read in place by the pipeline. ONNX Runtime runs on a stream of
+its own, so enqueue() first waits for the pipeline's stream (one host synchronisation) and
+returns once ONNX Runtime's run has finished; such a run is not captured into the pipeline's
+CUDA graph (ONNX Runtime has its own graph option, enable_cuda_graph).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from fastdet._checks import fail
-from fastdet.engines.base import Engine, TensorSpec
+from fastdet.engines.base import Bindings, Engine, TensorSpec
 from fastdet.metadata import ModelMetadata
 
 _ONNX_TYPES: dict[str, np.dtype] = {
@@ -58,6 +66,7 @@ class OnnxRuntimeEngine(Engine):
     """An ONNX model in an onnxruntime InferenceSession."""
 
     backend = "onnxruntime"
+    graph_capture = False
 
     def __init__(
         self, path: str | os.PathLike[str], *, device: str = "cpu", threads: int | None = None
@@ -87,6 +96,9 @@ class OnnxRuntimeEngine(Engine):
             raise ValueError(f"Detector: {file} must have one image input, found {names}")
         self.path = file
         self.device = device
+        self.device_io = device == "cuda"
+        # Where I/O-bound tensors live for this session's provider.
+        self._io_device = "cuda" if device == "cuda" else "cpu"
         self.input = _spec(inputs[0])
         self.outputs = tuple(_spec(node) for node in self.session.get_outputs())
         props = self.session.get_modelmeta().custom_metadata_map
@@ -94,6 +106,33 @@ class OnnxRuntimeEngine(Engine):
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         return list(self.session.run(None, {self.input.name: batch}))
+
+    # -- device face (CUDA provider) ---------------------------------------------------------
+
+    def bind(self, runtime: Any, batch: int, stream: Any) -> Bindings:
+        images = runtime.empty((batch, *self.input.shape[1:]), self.input.dtype, stream)
+        binding = self.session.io_binding()
+        binding.bind_input(
+            self.input.name,
+            self._io_device,
+            runtime.device if self._io_device == "cuda" else 0,
+            self.input.dtype.type,
+            list(images.shape),
+            runtime.address(images),
+        )
+        return Bindings(batch, images, [], (runtime, binding))
+
+    def enqueue(self, bindings: Bindings, stream: Any) -> list[Any]:
+        runtime, binding = bindings.state
+        stream.synchronize()  # ONNX Runtime reads the input from its own stream
+        for spec in self.outputs:
+            binding.bind_output(spec.name, self._io_device)
+        self.session.run_with_iobinding(binding)
+        views = []
+        for value in binding.get_outputs():
+            dtype = _ONNX_TYPES[value.data_type()]
+            views.append(runtime.view(value, value.data_ptr(), value.shape(), dtype, stream))
+        return views
 
     def clone(self) -> OnnxRuntimeEngine:
         # InferenceSession.run is thread-safe: clones share the session.
