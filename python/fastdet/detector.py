@@ -452,16 +452,7 @@ class Detector:
         if rows != len(chunk) and spec.format != "max-wh":
             outputs = [out[: len(chunk)] for out in outputs]
         detections = postprocess(
-            outputs,
-            spec.format,
-            transforms,
-            conf=settings.conf,
-            iou=settings.iou,
-            max_det=settings.max_det,
-            classes=settings.classes,
-            multi_label=settings.multi_label,
-            agnostic=settings.agnostic,
-            anchors=spec.anchors,
+            outputs, spec.format, transforms, anchors=spec.anchors, **settings.as_kwargs()
         )
         t3 = time.perf_counter()
         self._timer.record("preprocess", t1 - t0)

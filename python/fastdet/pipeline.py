@@ -71,6 +71,17 @@ class Settings:
     multi_label: bool | None
     agnostic: bool
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of fastdet.postprocess and Postprocessor.enqueue."""
+        return {
+            "conf": self.conf,
+            "iou": self.iou,
+            "max_det": self.max_det,
+            "classes": self.classes,
+            "multi_label": self.multi_label,
+            "agnostic": self.agnostic,
+        }
+
 
 @dataclass
 class _Graph:
@@ -275,14 +286,9 @@ class GpuPipeline:
         ticket.postprocessor.enqueue(
             mine,
             ticket.transforms,
-            conf=settings.conf,
-            iou=settings.iou,
-            multi_label=settings.multi_label,
-            max_det=settings.max_det,
-            classes=settings.classes,
-            agnostic=settings.agnostic,
             anchors=self.spec.anchors,
             stream=stream.handle,
+            **settings.as_kwargs(),
         )
         return outputs
 
@@ -310,13 +316,8 @@ class GpuPipeline:
                 [a.copy() for a in arrays],
                 self.spec.format,
                 ticket.transforms,
-                conf=settings.conf,
-                iou=settings.iou,
-                max_det=settings.max_det,
-                classes=settings.classes,
-                multi_label=settings.multi_label,
-                agnostic=settings.agnostic,
                 anchors=self.spec.anchors,
+                **settings.as_kwargs(),
             )
         self.timer.record("total", time.perf_counter() - ticket.started)
         events = slot.events
