@@ -247,10 +247,12 @@ def test_bad_model_files_are_refused(tmp_path, content, message):
 
 def test_bad_image_paths_are_refused(exported, tmp_path):
     detector = Detector(exported["yolov7-tiny"])
-    with pytest.raises(ValueError, match=r"Detector: images\[0\]"):
-        detector(str(tmp_path / "missing.jpg"))
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ValueError, match=r"Detector: source must be an existing file"):
+        detector(str(tmp_path / "missing.jpg"))
+    with pytest.raises(ValueError, match=r"Detector: images\[1\] must be an existing image"):
+        detector([str(tmp_path / "broken.jpg"), str(tmp_path / "missing.jpg")])
     with pytest.raises(ValueError, match="could not decode"):
         detector(str(broken))
 

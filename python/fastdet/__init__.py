@@ -21,6 +21,7 @@ from fastdet.settings import (
     set_num_threads,
 )
 from fastdet.transform import MODES, Transform
+from fastdet.zoo.info import RandomWeightsWarning
 
 #: A failed CUDA call or kernel launch (a RuntimeError naming the call and file:line).
 CudaError = _core.CudaError
@@ -33,6 +34,7 @@ __all__ = [
     "Detections",
     "Detector",
     "Postprocessor",
+    "RandomWeightsWarning",
     "Transform",
     "__version__",
     "coco_eval",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
@@ -13,14 +14,75 @@ from typing import Any
 import numpy as np
 
 from fastdet import _core, settings
+from fastdet._arguments import batch_range, gigabytes, positive_int
 from fastdet.bench import DEFAULT_MODELS as DEFAULT_BENCH_MODELS
 
 
+def _version(module: str) -> str | None:
+    try:
+        return str(__import__(module).__version__)
+    except ImportError:
+        return None
+    except Exception as error:  # a package that is installed but broken
+        return f"broken ({type(error).__name__})"
+
+
+def _backends() -> list[str]:
+    """One line per backend: whether it runs here, and on what."""
+    lines = []
+    ort = _version("onnxruntime")
+    if ort is None:
+        lines.append("onnxruntime: not installed (pip install 'fastdet[onnx]')")
+    else:
+        import onnxruntime
+
+        gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        lines.append(f"onnxruntime {ort}: CPU" + (", CUDA" if gpu else " (CUDA: onnxruntime-gpu)"))
+    trt = _version("tensorrt")
+    lines.append(
+        "tensorrt: not installed (pip install 'fastdet[tensorrt]')"
+        if trt is None
+        else f"tensorrt {trt}: " + ("GPU" if settings.cuda_is_available() else "no GPU visible")
+    )
+    torch_version = _version("torch")
+    if torch_version is None:
+        lines.append("torch: not installed (pip install 'fastdet[zoo]')")
+    else:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        lines.append(f"torch {torch_version}: CPU" + (", CUDA" if cuda else ""))
+    return lines
+
+
+def _cache_usage(folder: Path) -> str:
+    if not folder.is_dir():
+        return f"{folder} (empty)"
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    return f"{folder} ({size / 2**20:.1f} MiB in {len(files)} files)"
+
+
 def _info(_: argparse.Namespace) -> int:
+    from fastdet.cache import cache_dir
+
     print(f"fastdet {settings.__version__}")
     print(f"python {platform.python_version()}, numpy {np.__version__}")
-    print(f"built with CUDA: {settings.WITH_CUDA}; GPU visible: {settings.cuda_is_available()}")
+    gpu = settings.cuda_is_available()
+    if gpu:
+        from fastdet.cuda import CudaRuntime
+
+        gpu_name = CudaRuntime().properties().name
+    print(f"built with CUDA: {settings.WITH_CUDA}; GPU visible: " + (gpu_name if gpu else "none"))
     print(f"CPU kernels: {_core.cpu_kernels()}, threads: {settings.get_num_threads()}")
+    print("backends:")
+    for line in _backends():
+        print(f"  {line}")
+    extras = {"cv2": "vision", "pycocotools": "eval", "matplotlib": "report", "tqdm": "report"}
+    found = [f"{m} {_version(m)}" for m in extras if _version(m) is not None]
+    missing = [f"{m} ([{e}])" for m, e in extras.items() if _version(m) is None]
+    print("optional: " + ", ".join(found) + ("; missing: " + ", ".join(missing) if missing else ""))
+    print(f"cache: {_cache_usage(cache_dir())}")
     return 0
 
 
@@ -141,36 +203,6 @@ def _val(args: argparse.Namespace) -> int:
 # --- fastdet build ------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _batch_range(text: str) -> tuple[int, int, int]:
-    parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX (e.g. 1,4,8), got {text!r}")
-    low, opt, high = (_positive_int(part.strip()) for part in parts)
-    if not low <= opt <= high:
-        raise argparse.ArgumentTypeError(f"expected MIN <= OPT <= MAX, got {text!r}")
-    return low, opt, high
-
-
-def _gigabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
-    if not 0 < value <= 1024:
-        raise argparse.ArgumentTypeError(f"expected GiB in (0, 1024], got {text!r}")
-    return value
-
-
 def _build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.int8 and args.calib is None:
         parser.error("--int8 needs --calib DIR (a folder of calibration images)")
@@ -215,15 +247,15 @@ def add_build_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     build.add_argument("--calib", metavar="DIR", help="calibration images (.jpg/.png/.bmp)")
     batch = build.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=_positive_int, metavar="N", help="static batch size")
+    batch.add_argument("--batch", type=positive_int, metavar="N", help="static batch size")
     batch.add_argument(
         "--dynamic-batch",
-        type=_batch_range,
+        type=batch_range,
         metavar="MIN,OPT,MAX",
         help="dynamic batch range (needs an ONNX exported with a dynamic batch)",
     )
     build.add_argument(
-        "--workspace", type=_gigabytes, metavar="GB", help="TensorRT workspace limit in GiB"
+        "--workspace", type=gigabytes, metavar="GB", help="TensorRT workspace limit in GiB"
     )
     build.add_argument(
         "--timing-cache", metavar="FILE", help="timing cache file (default: in the cache folder)"
@@ -234,6 +266,29 @@ def add_build_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     build.set_defaults(run=lambda args: _build(build, args))
     return build
+
+
+def _notes() -> None:
+    """Random-weights warnings as one plain note line on stderr (the first one only)."""
+    from fastdet.zoo.info import RandomWeightsWarning
+
+    show = warnings.showwarning
+
+    def note(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, RandomWeightsWarning):
+            print(f"note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = note
+    warnings.filterwarnings("once", category=RandomWeightsWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,16 +345,25 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("--ann", help="annotation JSON (default: DATA/annotations/...)")
     validate.add_argument("--save-json", help="write the COCO predictions here")
     validate.add_argument("--weights", help="official checkpoint for a zoo model")
-    validate.add_argument("--limit", type=int, help="evaluate only the first N images")
+    validate.add_argument(
+        "--limit", type=positive_int, help="evaluate only the first N images (N >= 1)"
+    )
     validate.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch")
     validate.add_argument("--device", default="auto", help="auto, cpu or cuda")
     validate.set_defaults(run=_val)
+    from fastdet.detect import add_detect_command
+
+    add_detect_command(commands)
     args = parser.parse_args(argv)
+    _notes()
     try:
         return int(args.run(args))
     except (ValueError, TypeError, ImportError, OSError) as error:
         print(f"fastdet {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"fastdet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

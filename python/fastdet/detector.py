@@ -6,7 +6,8 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ from fastdet.pipeline import Settings
 from fastdet.postprocess import postprocess
 from fastdet.preprocess import preprocess
 from fastdet.profiling import StageStats, StageTimer
-from fastdet.zoo.info import thresholds
+from fastdet.zoo.info import RandomWeightsWarning, random_weights_message, thresholds
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Images per batch for engines without a batch of their own (dynamic-batch ONNX, torch)
+DEFAULT_BATCH = 8
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -111,6 +114,19 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool
     return path
 
 
+def _single_image(source: Any) -> bool:
+    """One image in (one Detections out): an H x W x 3 array or the path of an image file."""
+    from fastdet.gpu import is_gpu_array
+    from fastdet.sources import IMAGE_SUFFIXES
+
+    if isinstance(source, np.ndarray) or is_gpu_array(source):
+        return len(source.shape) == 3
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir()
+    return False
+
+
 class Detector:
     """Runs a YOLOv7 or DAMO-YOLO model on images and returns the official detections.
 
@@ -166,9 +182,16 @@ class Detector:
         if self.device == "cuda":
             _check_cuda(backend)
         self.precision = precision or ("fp16" if self.device == "cuda" else "fp32")
-        engine, spec = self._load(
-            model, backend, batch, threads, weights, family, format, imgsz, anchors
-        )
+        with warnings.catch_warnings():
+            # Said once below for the Detector, not for each step that builds or exports.
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            engine, spec = self._load(
+                model, backend, batch, threads, weights, family, format, imgsz, anchors
+            )
+        if engine.metadata is not None and engine.metadata.random_weights:
+            warnings.warn(
+                RandomWeightsWarning(random_weights_message(engine.metadata.model)), stacklevel=2
+            )
         self.engine: Engine = engine
         self.spec: ModelSpec = spec
         self._local = threading.local()
@@ -185,8 +208,42 @@ class Detector:
             else check_integer("Detector", "max_det", max_det, 0)
         )
         self.multi_label = defaults.multi_label
-        self.classes = classes
+        self.classes = None if classes is None else self._class_ids(classes, "classes")
         self.agnostic = bool(agnostic)
+        self._batch = batch
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The class names, by class index."""
+        return self.spec.class_names
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        """The network input (height, width)."""
+        return self.spec.input_size
+
+    @property
+    def family(self) -> str:
+        """ "yolov7" or "damo"."""
+        return self.spec.family
+
+    def _class_ids(self, classes: Any, name: str) -> list[int]:
+        """Class indices from indices or names (a single one, or a list)."""
+        items = [classes] if isinstance(classes, (str, int, np.integer)) else classes
+        if not isinstance(items, (list, tuple, np.ndarray)) or len(items) == 0:
+            fail("Detector", name, classes, "a class index or name, or a non-empty list of them")
+        ids = []
+        lookup = {n: i for i, n in enumerate(self.spec.class_names)}
+        for item in items:
+            if isinstance(item, str):
+                if item not in lookup:
+                    close = [n for n in lookup if item.lower() in n.lower()][:5]
+                    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                    fail("Detector", name, item, f"one of the model's class names{hint}")
+                ids.append(lookup[item])
+            else:
+                ids.append(check_integer("Detector", name, item, 0, len(lookup) - 1))
+        return ids
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -336,63 +393,21 @@ class Detector:
                 self._pipelines.append(found)
         return found
 
-    def _read_images(self, images: Any) -> tuple[list[Any], bool]:
-        from fastdet.gpu import is_gpu_array
-
-        array_like = isinstance(images, np.ndarray) or is_gpu_array(images)
-        single = isinstance(images, (str, os.PathLike)) or (array_like and len(images.shape) == 3)
-        items: Any = [images] if single else images
-        if array_like and not single and len(images.shape) == 4:
-            items = [images[i] for i in range(images.shape[0])]
-        if not isinstance(items, (list, tuple)) or not items:
-            fail(
-                "Detector",
-                "images",
-                images,
-                "an HxWx3 uint8 BGR array (numpy or GPU), a file path, or a non-empty list of them",
-                TypeError,
-            )
-        arrays = []
-        for i, item in enumerate(items):
-            if isinstance(item, (str, os.PathLike)):
-                item = _read_image_file(item, f"images[{i}]")
-            arrays.append(item)
-        gpu_flags = [is_gpu_array(a) for a in arrays]
-        if any(gpu_flags):
-            if not all(gpu_flags):
-                fail(
-                    "Detector",
-                    "images",
-                    [type(a).__name__ for a in arrays],
-                    "all numpy arrays or all GPU arrays",
-                    TypeError,
-                )
-            if self._gpu_pipeline() is None:
-                fail(
-                    "Detector",
-                    "images",
-                    f"GPU arrays ({type(arrays[0]).__name__})",
-                    f"numpy arrays for a Detector on {self.device} with the "
-                    f"{self.engine.backend} backend (GPU images need device='cuda', a GPU "
-                    "engine and a CUDA build of fastdet)",
-                    TypeError,
-                )
-            from fastdet.pipeline import check_gpu_images
-
-            check_gpu_images(arrays, "Detector")
-        return arrays, single
-
     def __call__(
         self,
-        images: Any,
+        source: Any,
         *,
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
-        classes: Sequence[int] | None = None,
+        classes: Sequence[int | str] | None = None,
         multi_label: bool | None = None,
     ) -> Detections | list[Detections]:
-        """Detections for one image (an array or a path) or a list of them (mixed sizes).
+        """Detections for one image (an array or an image path) or a list of them for anything
+        else fastdet.sources reads: a list of arrays or paths (mixed sizes), an (N, H, W, 3)
+        array, a folder, a glob, a video, a list file or a camera index. Images are read and run
+        a batch at a time; results of files keep their path (plot() reads it again), results of
+        arrays keep the array. For long sources prefer stream(): this returns them all.
 
         The keyword arguments override the Detector's thresholds for this call only.
         """
@@ -403,20 +418,104 @@ class Detector:
             "classes": classes,
             "multi_label": multi_label,
         }
-        start = time.perf_counter()
-        arrays, single = self._read_images(images)
-        pipeline = self._gpu_pipeline()
-        settings = self._settings(overrides)
-        results: list[Detections] = []
-        if pipeline is not None:
-            results = pipeline.run(arrays, settings)
-            return results[0] if single else results
-        engine = self._thread_engine()
-        step = engine.max_batch or len(arrays)
-        for first in range(0, len(arrays), step):
-            results.extend(self._run_batch(engine, arrays[first : first + step], settings))
-        self._timer.record("total", time.perf_counter() - start)
+        single = _single_image(source)
+        results = list(self._stream(source, overrides, batch=None, keep_frames=False))
         return results[0] if single else results
+
+    def stream(
+        self,
+        source: Any,
+        *,
+        batch: int | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: Sequence[int | str] | None = None,
+        multi_label: bool | None = None,
+    ) -> Iterator[Detections]:
+        """Detections one image at a time, for the same sources as calling the Detector, in
+        bounded memory: frames are decoded on a reader thread `batch` at a time, a few batches
+        ahead of the engine (default batch: the engine's, else 8). Each result keeps its image
+        (for plot()) for as long as the caller holds it; video frames carry their index and
+        timestamp."""
+        if batch is not None:
+            batch = check_integer("Detector.stream", "batch", batch, 1, 4096)
+        overrides = {
+            "conf": conf,
+            "iou": iou,
+            "max_det": max_det,
+            "classes": classes,
+            "multi_label": multi_label,
+        }
+        return self._stream(source, overrides, batch=batch, keep_frames=True)
+
+    def _stream(
+        self, source: Any, overrides: dict[str, Any], *, batch: int | None, keep_frames: bool
+    ) -> Iterator[Detections]:
+        from fastdet.sources import batched, open_source, read_ahead
+
+        frames = open_source(source)  # checks the source before anything runs
+        settings = self._settings(overrides)
+        size = batch or self.engine.max_batch or self._batch or DEFAULT_BATCH
+        pipeline = self._gpu_pipeline()
+        # The GPU pipeline keeps two batches in flight when it is handed two at once.
+        group = size * (2 if pipeline is not None and self.engine.max_batch else 1)
+
+        def generate() -> Iterator[Detections]:
+            started = time.perf_counter()
+            for chunk in batched(read_ahead(frames, depth=2 * group), group):
+                images = [f.image for f in chunk]
+                found = self._detect(images, settings, pipeline)
+                for detections, frame in zip(found, chunk, strict=True):
+                    detections.path = frame.path
+                    detections.frame = frame.frame
+                    detections.timestamp = frame.timestamp
+                    # Results keep numpy images only (plot() draws on the host).
+                    if (frame.given or keep_frames) and isinstance(frame.image, np.ndarray):
+                        detections.image = frame.image
+                    yield detections
+            self._timer.record("total", time.perf_counter() - started)
+
+        return generate()
+
+    def _detect(self, images: list[Any], settings: Settings, pipeline: Any) -> list[Detections]:
+        """Detections for images in memory (numpy, or GPU arrays on a GPU pipeline)."""
+        from fastdet.gpu import is_gpu_array
+
+        gpu_flags = [is_gpu_array(image) for image in images]
+        if any(gpu_flags):
+            if not all(gpu_flags):
+                fail(
+                    "Detector",
+                    "images",
+                    [type(a).__name__ for a in images],
+                    "all numpy arrays or all GPU arrays",
+                    TypeError,
+                )
+            if pipeline is None:
+                fail(
+                    "Detector",
+                    "images",
+                    f"GPU arrays ({type(images[0]).__name__})",
+                    f"numpy arrays for a Detector on {self.device} with the "
+                    f"{self.engine.backend} backend (GPU images need device='cuda', a GPU "
+                    "engine and a CUDA build of fastdet)",
+                    TypeError,
+                )
+            from fastdet.pipeline import check_gpu_images
+
+            check_gpu_images(images, "Detector")
+        if pipeline is not None:
+            results = pipeline.run(images, settings)
+        else:
+            engine = self._thread_engine()
+            step = engine.max_batch or len(images)
+            results = []
+            for first in range(0, len(images), step):
+                results.extend(self._run_batch(engine, images[first : first + step], settings))
+        for detections, image in zip(results, images, strict=True):
+            detections.orig_shape = (int(image.shape[0]), int(image.shape[1]))
+        return results
 
     def _settings(self, overrides: dict[str, Any]) -> Settings:
         own = {
@@ -429,6 +528,8 @@ class Detector:
         chosen: dict[str, Any] = {
             k: own[k] if overrides.get(k) is None else overrides[k] for k in own
         }
+        if overrides.get("classes") is not None:
+            chosen["classes"] = self._class_ids(overrides["classes"], "classes")
         return Settings(agnostic=self.agnostic, **chosen)
 
     def _run_batch(
@@ -455,11 +556,13 @@ class Detector:
             outputs, spec.format, transforms, anchors=spec.anchors, **settings.as_kwargs()
         )
         t3 = time.perf_counter()
-        self._timer.record("preprocess", t1 - t0)
-        self._timer.record("inference", t2 - t1)
-        self._timer.record("postprocess", t3 - t2)
+        seconds = {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2}
+        for stage, value in seconds.items():
+            self._timer.record(stage, value)
+        speed = {stage: value * 1e3 / len(chunk) for stage, value in seconds.items()}
         for d in detections:
             d.names = spec.class_names
+            d.speed = dict(speed)
         return detections
 
     def profile(self, reset: bool = False) -> dict[str, StageStats]:
@@ -475,18 +578,3 @@ class Detector:
             f"backend={self.engine.backend}, device={self.device}, "
             f"input={self.spec.input_size})"
         )
-
-
-def _read_image_file(path: str | os.PathLike[str], name: str) -> np.ndarray:
-    try:
-        import cv2
-    except ImportError:
-        raise ImportError(
-            "reading image files needs OpenCV: pip install opencv-python-headless"
-        ) from None
-    if not Path(path).is_file():
-        fail("Detector", name, str(path), "an existing image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        fail("Detector", name, str(path), "a readable image file (OpenCV could not decode it)")
-    return image

@@ -11,24 +11,22 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastdet._checks import fail
+from fastdet._checks import check_integer, fail
+from fastdet._optional import require
+from fastdet.sources import IMAGE_SUFFIXES
 
 #: COCOeval.stats in order.
 STAT_NAMES = (
     "map", "map50", "map75", "map_small", "map_medium", "map_large",
     "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large",
 )  # fmt: skip
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def _require_pycocotools() -> Any:
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise ImportError(
-            "COCO evaluation needs pycocotools: pip install 'fastdet[eval]'"
-        ) from None
+    require("pycocotools", "COCO evaluation")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     return COCO, COCOeval
 
 
@@ -156,41 +154,70 @@ def val(
     save_json: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     verbose: bool = True,
+    progress: bool = True,
     **detector_kwargs: Any,
 ) -> dict[str, Any]:
     """COCO mAP of a model on a folder of images with its family's official evaluation settings
     (YOLOv7: conf 0.001, iou 0.65, multi-label, 300 kept; DAMO-YOLO: conf 0.05, iou 0.7, 500 kept
     — nano 0.03 / 0.65), evaluation restricted to the images run.
 
-    Returns the coco_eval metrics plus "images" and "stages" (the Detector's profile).
+    Everything is checked before the model runs: the images, the annotations, `limit` (>= 1)
+    and that `save_json` can be written. With `verbose`, prints pycocotools' 12-line summary
+    and the per-stage speed; with `progress`, a progress bar (tqdm when installed).
+
+    Returns the coco_eval metrics plus "images", "seconds" and "stages" (the Detector's
+    profile).
     """
     from fastdet.detector import Detector
 
+    if limit is not None:
+        limit = check_integer("val", "limit", limit, 1)
     root = Path(data)
     files = image_files(root)[:limit]
     ann_path = Path(ann) if ann is not None else _default_annotations(root)
     ground_truth = _load_annotations(ann_path)
+    ids = _image_ids(files, ground_truth)
+    target = None if save_json is None else Path(save_json)
+    if target is not None:
+        if target.is_dir():
+            fail("val", "save_json", str(target), "a file path, not a folder")
+        if not os.access(target.parent if str(target.parent) else ".", os.W_OK):
+            fail("val", "save_json", str(target), "a file in a writable folder")
     detector = model if isinstance(model, Detector) else Detector(model, **detector_kwargs)
     settings = _evaluation_settings(detector)
-    ids = _image_ids(files, ground_truth)
     predictions: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for file, image_id in zip(files, ids, strict=True):
-        detections = detector(str(file), **settings)
-        assert not isinstance(detections, list)  # one path in, one Detections out
+    results = detector.stream([str(f) for f in files], **settings)
+    for detections, image_id in zip(_progress(results, len(files), progress), ids, strict=True):
         predictions.extend(detections.to_coco(image_id))
     elapsed = time.perf_counter() - started
-    if save_json is not None:
-        Path(save_json).write_text(json.dumps(predictions))
-    metrics: dict[str, Any] = coco_eval(predictions, ground_truth, image_ids=ids)
+    if target is not None:
+        target.write_text(json.dumps(predictions))
+    metrics: dict[str, Any] = coco_eval(predictions, ground_truth, image_ids=ids, verbose=verbose)
     metrics["images"] = len(files)
     metrics["seconds"] = elapsed
     metrics["stages"] = detector.profile()
     if verbose:
-        print(f"{len(files)} images, mAP50-95 {metrics['map']:.4f}, mAP50 {metrics['map50']:.4f}")
+        print(
+            f"{len(files)} images in {elapsed:.1f} s, mAP50-95 {metrics['map']:.4f}, "
+            f"mAP50 {metrics['map50']:.4f}"
+        )
         for stage, stats in metrics["stages"].items():
             print(f"  {stage:<12} {stats}")
+        if target is not None:
+            print(f"wrote {target}")
     return metrics
+
+
+def _progress(items: Iterable[Any], total: int, show: bool) -> Iterable[Any]:
+    """A progress bar over the images when asked for (tqdm when installed, else none)."""
+    from fastdet._optional import available
+
+    if not show or not available("tqdm"):
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc="fastdet val", unit="image")
 
 
 def _evaluation_settings(detector: Any) -> dict[str, Any]:

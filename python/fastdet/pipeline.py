@@ -321,14 +321,17 @@ class GpuPipeline:
             )
         self.timer.record("total", time.perf_counter() - ticket.started)
         events = slot.events
+        speed = {}
         for stage, first, last in _STAGES:
             try:
                 ms = events[last].elapsed_ms(events[first])
             except (RuntimeError, ValueError):  # a driver that cannot time this pair
                 continue
             self.timer.record(stage, ms / 1e3)
+            speed[stage] = ms / ticket.count
         for d in detections:
             d.names = self.spec.class_names
+            d.speed = dict(speed)
         return detections
 
 

@@ -16,16 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fastdet._optional import require
 from fastdet.engines.base import Bindings, Engine, TensorSpec
 from fastdet.metadata import ModelMetadata
 
 
 def require_torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("the torch backend needs torch: pip install 'fastdet[zoo]'") from None
-    return torch
+    return require("torch", "the torch backend")
 
 
 @contextlib.contextmanager

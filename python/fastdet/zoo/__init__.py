@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastdet.zoo.info import MODELS, ModelInfo, info, names
+from fastdet.zoo.info import MODELS, ModelInfo, RandomWeightsWarning, info, names
 
-__all__ = ["MODELS", "ModelInfo", "build", "export", "info", "names"]
+__all__ = ["MODELS", "ModelInfo", "RandomWeightsWarning", "build", "export", "info", "names"]
 
 
 def build(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0) -> Any:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from types import ModuleType
 from typing import Any
 
-from fastdet.zoo.info import ModelInfo
+from fastdet import _optional
+from fastdet.zoo.info import ModelInfo, RandomWeightsWarning, random_weights_message
 
 
 def require(package: str) -> Any:
     """Imports an optional dependency of the zoo, or says which extra installs it."""
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise ImportError(
-            f"fastdet.zoo needs {package}: install it with pip install 'fastdet[zoo]'"
-        ) from None
+    return _optional.require(package, "fastdet.zoo")
 
 
 def family_module(info: ModelInfo) -> ModuleType:
@@ -29,6 +26,7 @@ def build_module(info: ModelInfo, weights: Any, seed: int) -> Any:
     family = family_module(info)
     model = family.build_model(info)
     if weights is None:
+        warnings.warn(RandomWeightsWarning(random_weights_message(info.name)), stacklevel=3)
         family.init_random(model, info, torch.Generator().manual_seed(int(seed)))
     else:
         family.load_weights(model, info, weights)

@@ -18,6 +18,18 @@ _P6_ANCHORS = (
 )
 
 
+class RandomWeightsWarning(UserWarning):
+    """A zoo model runs with seeded random weights (no official checkpoint given): fine for
+    timing and for checking a pipeline, meaningless as detections or mAP."""
+
+
+def random_weights_message(name: str) -> str:
+    return (
+        f"{name} has seeded random weights (no weights= given): fine for timing and pipeline "
+        "checks, its detections and mAP mean nothing; pass an official checkpoint for real ones"
+    )
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How a family's images become network input (arguments of fastdet.preprocess)."""
@@ -142,6 +154,32 @@ MODELS: dict[str, ModelInfo] = {
         _damo("damo-yolo-nl", 416, 5.69, 6.16, (5.69, 6.04, 40.5, None)),
     )
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    """A row of the seed table: the comparison users know (Model, size (pixels), mAP val 50-95,
+    Speed CPU ONNX (ms), Speed T4 TensorRT10 (ms), params (M), FLOPs (B)).
+
+    Only the figures the READMEs above do not give live here. Its size, params and FLOPs are the
+    ModelInfo's input_size, published_params_m and published_gflops; its DAMO-YOLO mAPs are
+    published_map; its CPU ONNX column is empty. Its YOLOv7 mAPs (51.4, 53.1) are the YOLOv7
+    README's test-dev AP, not the val AP (51.2, 52.9) that published_map holds.
+    """
+
+    label: str
+    t4_trt10_ms: float  # T4, TensorRT 10, batch 1
+    map: float | None = None  # only where it differs from published_map
+
+
+SEED_TABLE: dict[str, SeedRow] = {
+    "yolov7": SeedRow("YOLOv7l", 6.84, map=51.4),
+    "yolov7x": SeedRow("YOLOv7x", 11.57, map=53.1),
+    "damo-yolo-t": SeedRow("DAMO-YOLOt", 2.32),
+    "damo-yolo-s": SeedRow("DAMO-YOLOs", 3.45),
+    "damo-yolo-m": SeedRow("DAMO-YOLOm", 5.09),
+    "damo-yolo-l": SeedRow("DAMO-YOLOl", 7.18),
+}
 
 
 def names() -> list[str]:

@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 from fastdet._checks import fail
+from fastdet._optional import require
 from fastdet.cache import atomic_write
 from fastdet.metadata import ModelMetadata
 from fastdet.preprocess import preprocess
+from fastdet.sources import IMAGE_SUFFIXES
 
 #: Calibration batch for dynamic engines (static ones calibrate at their batch).
 CALIBRATION_BATCH = 8
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _FUNCTION = "build_engine"
 
 
@@ -51,22 +52,12 @@ def files_sha256(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def _require_cv2() -> Any:
-    try:
-        import cv2
-    except ImportError:
-        raise ImportError(
-            "INT8 calibration reads its images with OpenCV: pip install opencv-python-headless"
-        ) from None
-    return cv2
-
-
 def calibration_batches(
     paths: Sequence[Path], metadata: ModelMetadata, batch_size: int, dtype: Any = np.float32
 ) -> Iterator[np.ndarray]:
     """Full batches of the images at `paths`, made by fastdet.preprocess with the model's own
     preprocessing at its input size (what the engine will see at inference)."""
-    cv2 = _require_cv2()
+    cv2 = require("cv2", "INT8 calibration (reading its images)")
     for start in range(0, len(paths) - batch_size + 1, batch_size):
         images = []
         for path in paths[start : start + batch_size]:
