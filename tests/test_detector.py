@@ -271,3 +271,29 @@ def test_cuda_without_a_gpu_says_what_is_missing():
     assert Detector("yolov7-tiny", backend="torch").device == (
         "cuda" if torch.cuda.is_available() else "cpu"
     )
+
+
+def test_names_sizes_and_class_filters_by_name(exported, photos):
+    detector = Detector(exported["yolov7-tiny"], conf=0.02)
+    side = info("yolov7-tiny").input_size
+    assert detector.family == "yolov7" and detector.imgsz == (side, side)
+    assert detector.names[0] == "person" and len(detector.names) == 80
+    by_id = detector(photos[0], classes=[0, 2])
+    by_name = detector(photos[0], classes=["person", "car"])
+    np.testing.assert_array_equal(by_id.boxes, by_name.boxes)
+    assert set(by_name.classes.tolist()) <= {0, 2}
+    with pytest.raises(ValueError, match=r"classes must be one of the model's class names"):
+        detector(photos[0], classes=["persn"])
+    with pytest.raises(ValueError, match=r"did you mean .*traffic light"):
+        detector(photos[0], classes=["traffic"])
+    with pytest.raises(ValueError, match=r"classes must be an integer in \[0, 79\], got 80"):
+        detector(photos[0], classes=[80])
+
+
+def test_random_weights_are_said_once_per_detector(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(fastdet.RandomWeightsWarning, match="yolov7-tiny has seeded random") as seen:
+        Detector("yolov7-tiny", imgsz=64)
+    assert len([w for w in seen if issubclass(w.category, fastdet.RandomWeightsWarning)]) == 1
+    with pytest.warns(fastdet.RandomWeightsWarning):
+        Detector("yolov7-tiny", imgsz=64)  # from the cache: still said

@@ -101,3 +101,39 @@ def test_bad_predictions_are_refused(annotation_file, predictions, error):
 def test_unknown_image_ids_are_refused(annotation_file):
     with pytest.raises(ValueError, match="coco_eval: image_ids"):
         coco_eval(_ground_truth_predictions(annotation_file), annotation_file, image_ids=[-5])
+
+
+def test_val_checks_everything_before_the_model_runs(annotation_file, tmp_path, monkeypatch):
+    import fastdet.detector
+    from fastdet.evaluate import val
+
+    def never(*_, **__):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(fastdet.detector, "Detector", never)
+    data = annotation_file.parents[1]
+    with pytest.raises(ValueError, match=r"val: limit must be an integer >= 1, got 0"):
+        val("yolov7-tiny", data, limit=0)
+    with pytest.raises(ValueError, match=r"val: save_json must be a file path, not a folder"):
+        val("yolov7-tiny", data, save_json=tmp_path)
+    with pytest.raises(ValueError, match=r"val: data must be a folder of images"):
+        val("yolov7-tiny", tmp_path / "missing")
+
+
+def test_val_cli_prints_the_coco_summary_and_the_random_weights_note(
+    annotation_file, tmp_path, monkeypatch, capsys
+):
+    from fastdet.cli import main
+
+    monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
+    data = annotation_file.parents[1]
+    code = main(["val", "--model", "damo-yolo-ns", "--data", str(data), "--limit", "2",
+                 "--save-json", str(tmp_path / "p.json")])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr()
+    summary = [line for line in printed.out.splitlines() if "Average " in line]
+    assert len(summary) == 12  # pycocotools' 12 lines
+    assert "2 images in" in printed.out and "wrote" in printed.out
+    assert printed.err.count("note: damo-yolo-ns has seeded random weights") == 1
+    with pytest.raises(SystemExit):
+        main(["val", "--model", "damo-yolo-ns", "--data", str(data), "--limit", "0"])
