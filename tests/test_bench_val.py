@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,13 +17,15 @@ pytest.importorskip("pycocotools")
 import fastdet
 
 
-def test_bench_cli_writes_every_report(tmp_path):
-    env = dict(os.environ, FASTDET_CACHE=str(tmp_path / "cache"))
-    result = subprocess.run(
+def test_bench_command_writes_every_report(tmp_path, monkeypatch, capsys):
+    """`fastdet bench` end to end through the parser cli.py registers (add_bench_command)."""
+    from fastdet import bench, machine_load
+
+    monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser(prog="fastdet")
+    bench.add_bench_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
         [
-            sys.executable,
-            "-m",
-            "fastdet.cli",
             "bench",
             "--models",
             "damo-yolo-ns",
@@ -37,27 +39,44 @@ def test_bench_cli_writes_every_report(tmp_path):
             "1,2",
             "--save",
             str(tmp_path / "report"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        check=False,
+        ]
     )
-    assert result.returncode == 0, result.stderr
-    row = next(line for line in result.stdout.splitlines() if "damo-yolo-ns" in line)
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:2] == ["damo-yolo-ns", "416"]
-    assert cells[3] == "-", "no weights: the measured mAP must not be made up"
+    assert args.run(args) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = [
+        c.strip()
+        for c in lines[lines.index(next(x for x in lines if x.startswith("| Model")))]
+        .strip("|")
+        .split("|")
+    ]
+    row = next(line for line in lines if line.startswith("| damo-yolo-ns"))
+    cells = dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True))
+    assert (cells["Model"], cells["size (pixels)"], cells["mAP val 50-95"]) == (
+        "damo-yolo-ns",
+        "416",
+        "32.3",
+    )
+    assert cells["measured mAP val 50-95"] == "-", (
+        "no weights: the measured mAP must not be made up"
+    )
+    threads = machine_load.cpu_count()
+    for batch in ("", " b2"):
+        p50 = cells[f"measured CPU ONNX {threads} threads{batch} p50 (ms)"].rstrip("!")
+        assert float(p50) > 0
+        assert cells[f"measured CPU ONNX {threads} threads{batch} p99 (ms)"].endswith("*")
+    assert float(cells["measured params (M)"]) == pytest.approx(1.41, abs=0.01)
     for stage in ("preprocess", "inference", "postprocess"):
-        assert stage in result.stdout
+        assert stage in out
     report = tmp_path / "report"
     for name in ("bench.md", "bench.csv", "bench.json", "bench.html"):
         assert (report / name).stat().st_size > 0
     data = json.loads((report / "bench.json").read_text())
     assert {r["batch"] for r in data["results"]} == {1, 2}
+    assert all(r["load_during"] is not None for r in data["results"])
     assert data["environment"]["versions"]["fastdet"] == fastdet.__version__
-    assert "<svg" in (report / "bench.html").read_text()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert "<svg" in (report / "bench.html").read_text()
 
 
 def test_val_runs_the_official_evaluation(tmp_path, monkeypatch):

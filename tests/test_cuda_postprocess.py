@@ -4,6 +4,8 @@ settings (detect.py conf 0.25 / iou 0.45, test.py mAP conf 0.001 / iou 0.65 mult
 
 from __future__ import annotations
 
+import re
+
 import fastdet
 import numpy as np
 import pytest
@@ -257,6 +259,32 @@ def test_non_finite_candidates_are_named(rng, gpulib):
     stretch = transforms_for([(640, 640)], mode="stretch")
     with pytest.raises(ValueError, match=rf"non-finite candidate at image 0, row {row} \(box inf"):
         fastdet.postprocess(on_gpu(gpulib, [scores, boxes]), "damo", stretch, **DAMO_SETTINGS)
+
+
+@pytest.mark.parametrize("where", ["objectness", "class", "damo"])
+def test_nan_outputs_are_refused_as_on_the_cpu(rng, gpulib, where):
+    """NaN is a broken engine, not "nothing found": the CUDA op names the same row as the CPU."""
+    if where == "damo":
+        scores, boxes = R.damo_output(rng, 2)
+        scores[1, 37, 5] = np.nan
+        outputs, fmt, settings = [scores, boxes], "damo", DAMO_SETTINGS
+        transforms = transforms_for([(640, 640)] * 2, mode="stretch")
+    else:
+        output = R.yolov7_output(rng, 2)
+        row = int(np.argmax(output[1, :, 4]))
+        if where == "objectness":
+            row = 11
+            output[1, row, 4] = np.nan
+        else:
+            output[1, row, 9] = np.nan
+        outputs, fmt, settings = output, "yolov7", YOLOV7_DETECT
+        transforms = transforms_for([(640, 640)] * 2)
+    with pytest.raises(ValueError) as on_cpu:
+        fastdet.postprocess(outputs, fmt, transforms, **settings)
+    where_cpu = re.search(r"at image \d+, row \d+", str(on_cpu.value)).group(0)
+    gpu_outputs = gpulib.array(outputs) if fmt == "yolov7" else on_gpu(gpulib, outputs)
+    with pytest.raises(ValueError, match=rf"non-finite candidate {where_cpu}\b"):
+        fastdet.postprocess(gpu_outputs, fmt, transforms, **settings)
 
 
 def test_gpu_output_errors(gpulib):

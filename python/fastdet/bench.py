@@ -1,29 +1,62 @@
 """fastdet bench: the comparison table users know (size, mAP, CPU ONNX ms, GPU ms, params, FLOPs)
-measured on this machine for every model and backend, with per-stage percentiles."""
+with this machine's measurements beside the published figures, per-stage percentiles, a check of
+the machine's load, and reports (fastdet.bench_report).
+
+Every argument is checked before anything is built; a backend that cannot run here is skipped
+with one line; a job (model, backend, batch) that fails is reported in its row and the run goes
+on.
+"""
 
 from __future__ import annotations
 
-import csv
-import html
-import io
-import json
-import platform
-import shlex
+import argparse
+import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fastdet import settings
+from fastdet import machine_load, settings
+from fastdet._arguments import positive_int
+from fastdet.bench_chart import require_matplotlib
+from fastdet.bench_report import (
+    BUSY_MARK,
+    build_table,
+    format_report,
+    format_table,
+    load_warnings,
+    save_reports,
+    stage_lines,
+    table_rows,
+)
+from fastdet.machine_load import LoadSample
 from fastdet.profiling import StageStats, StageTimer
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MODELS",
+    "BenchResult",
+    "add_bench_command",
+    "available_backends",
+    "backend_problem",
+    "bench_one",
+    "build_table",
+    "format_report",
+    "format_table",
+    "run",
+    "save_reports",
+    "stage_lines",
+    "table_rows",
+]
 
 #: The seed table's six models ("YOLOv7l" is yolov7).
 DEFAULT_MODELS = ("yolov7", "yolov7x", "damo-yolo-t", "damo-yolo-s", "damo-yolo-m", "damo-yolo-l")
 BACKENDS = ("onnxruntime", "onnxruntime-cuda", "tensorrt", "torch", "torch-cuda")
+PRECISIONS = ("fp32", "fp16")  # the bench has no calibration images for int8
 # Official checkpoint file names, to find them in --weights DIR.
 CHECKPOINT_PATTERNS = {
     "yolov7-tiny": "yolov7-tiny.pt",
@@ -46,54 +79,116 @@ CHECKPOINT_PATTERNS = {
 
 @dataclass
 class BenchResult:
-    """One model on one backend at one batch size."""
+    """One job: a model on one backend at one batch size. `latency` is None when it failed
+    (`error` says why); published figures are not copied here (fastdet.zoo.info has them)."""
 
     model: str
     backend: str
-    device: str
+    device: str  # "cpu" or "cuda"
     precision: str
     batch: int
     input_size: int
-    latency: StageStats  # end to end, ms per batch
-    stages: dict[str, StageStats]
-    images_per_second: float
-    params_m: float
-    gflops: float
-    published_map: float | None
-    published_latency_ms: float | None
-    published_params_m: float
-    published_gflops: float
+    threads: int  # CPU threads (ONNX Runtime intra-op and fastdet's kernels)
+    device_name: str  # "CPU" or the GPU's name ("H200")
+    latency: StageStats | None = None  # end to end, ms per batch
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    images_per_second: float | None = None
+    params_m: float | None = None
+    gflops: float | None = None
     measured_map: float | None = None
     random_weights: bool = True
+    error: str | None = None
+    map_error: str | None = None
+    load_before: LoadSample | None = None
+    load_during: LoadSample | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def available_backends() -> list[str]:
-    """The backends this machine can run: ONNX Runtime CPU always (with the onnx extra)."""
-    found = []
-    try:
-        import onnxruntime
+@dataclass
+class Timing:
+    """What bench_one measured."""
 
-        found.append("onnxruntime")
-        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            found.append("onnxruntime-cuda")
-    except ImportError:
-        pass
-    if settings.cuda_is_available():
+    latency: StageStats
+    stages: dict[str, StageStats]
+    load_before: LoadSample
+    load_during: LoadSample | None
+
+
+# -- backends ------------------------------------------------------------------------------
+
+
+def _split_backend(backend: str) -> tuple[str, str]:
+    """("onnxruntime-cuda") -> ("onnxruntime", "cuda")."""
+    name, _, device = backend.partition("-")
+    if name == "tensorrt":
+        return name, "cuda"
+    return name, device or "cpu"
+
+
+def backend_problem(backend: str) -> str | None:
+    """Why `backend` cannot run here (one line, with what to install), or None when it can."""
+    name, device = _split_backend(backend)
+    if name == "onnxruntime":
+        try:
+            import onnxruntime
+        except ImportError:
+            return "onnxruntime is not installed (pip install 'fastdet[onnx]')"
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                return "this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
+            if not settings.cuda_is_available():
+                return "needs fastdet built with CUDA and a visible GPU"
+        return None
+    if name == "tensorrt":
+        if not settings.cuda_is_available():
+            return "needs fastdet built with CUDA and a visible GPU"
         try:
             import tensorrt  # noqa: F401
-
-            found.append("tensorrt")
         except ImportError:
-            pass
+            return "tensorrt is not installed (pip install 'fastdet[tensorrt]')"
+        return None
     try:
         import torch
-
-        if torch.cuda.is_available():
-            found.append("torch-cuda")
     except ImportError:
+        return "torch is not installed (pip install 'fastdet[zoo]')"
+    if device == "cuda" and not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no GPU (torch.cuda.is_available() is False)"
+    return None
+
+
+def available_backends() -> list[str]:
+    """What `--backends auto` runs: every backend that can run here except torch on the CPU
+    (the seed table has no PyTorch CPU column; ask for it by name)."""
+    return [b for b in BACKENDS if b != "torch" and backend_problem(b) is None]
+
+
+def gpu_name() -> str:
+    """The visible GPU's name without the vendor ("H200"), for column labels."""
+    name = "GPU"
+    try:
+        if settings.cuda_is_available():
+            from fastdet.cuda import CudaRuntime
+
+            name = CudaRuntime().properties().name
+        else:
+            import torch
+
+            if torch.cuda.is_available():
+                name = torch.cuda.get_device_name(0)
+    except Exception:  # a name is only a label: never fail a run for it
         pass
-    return found
+    return name.removeprefix("NVIDIA ").strip() or "GPU"
+
+
+def _precision(backend: str, precision: str | None) -> str:
+    """What the job really runs: ONNX Runtime runs fastdet's fp32 exports whatever is asked."""
+    name, device = _split_backend(backend)
+    if name == "onnxruntime":
+        return "fp32"
+    return precision or ("fp16" if device == "cuda" else "fp32")
+
+
+# -- running -------------------------------------------------------------------------------
 
 
 def sample_image(height: int = 720, width: int = 1280, seed: int = 0) -> np.ndarray:
@@ -110,14 +205,6 @@ def sample_image(height: int = 720, width: int = 1280, seed: int = 0) -> np.ndar
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _split_backend(backend: str) -> tuple[str, str]:
-    """("onnxruntime-cuda") -> ("onnxruntime", "cuda")."""
-    name, _, device = backend.partition("-")
-    if name == "tensorrt":
-        return name, "cuda"
-    return name, device or "cpu"
-
-
 def bench_one(
     model: str,
     backend: str,
@@ -130,14 +217,11 @@ def bench_one(
     threads: int | None,
     weights: Path | None,
     image: np.ndarray,
-) -> BenchResult:
+) -> Timing:
+    """Builds the Detector, warms it up, checks the machine's load, then times `iters` calls
+    while watching the load."""
     from fastdet.detector import Detector
-    from fastdet.zoo import info
-    from fastdet.zoo.builder import family_module
-    from fastdet.zoo.flops import count_flops, count_params, meta_model
 
-    model_info = info(model)
-    size = imgsz or model_info.input_size
     name, device = _split_backend(backend)
     detector = Detector(
         model,
@@ -152,39 +236,38 @@ def bench_one(
     images = [image] * batch
     for _ in range(warmup):
         detector(images)
+    before = machine_load.check_load()
     detector.profile(reset=True)
     timer = StageTimer()
-    for _ in range(iters):
-        start = time.perf_counter()
-        detector(images)
-        timer.record("latency", time.perf_counter() - start)
-    latency = timer.summary()["latency"]
+    with machine_load.watch_load() as watch:
+        for _ in range(iters):
+            start = time.perf_counter()
+            detector(images)
+            timer.record("latency", time.perf_counter() - start)
     stages = detector.profile()
     stages.pop("total", None)
+    return Timing(timer.summary()["latency"], stages, before, watch.sample)
+
+
+def count_structure(model: str, size: int) -> tuple[float, float]:
+    """(params in millions, GFLOPs at size x size) of fastdet's deploy-form model."""
+    from fastdet.zoo import info
+    from fastdet.zoo.builder import family_module
+    from fastdet.zoo.flops import count_flops, count_params, meta_model
+
+    model_info = info(model)
     structure = meta_model(lambda: family_module(model_info).build_model(model_info))
-    return BenchResult(
-        model,
-        backend,
-        device,
-        detector.precision,
-        batch,
-        size,
-        latency,
-        stages,
-        batch / (latency.mean / 1e3),
-        count_params(structure) / 1e6,
-        count_flops(structure, (size, size)),
-        model_info.published_map,
-        model_info.published_latency_ms,
-        model_info.published_params_m,
-        model_info.published_gflops,
-        random_weights=weights is None,
-    )
+    return count_params(structure) / 1e6, count_flops(structure, (size, size))
 
 
 def find_checkpoint(model: str, folder: Path) -> Path | None:
     matches = sorted(folder.glob(CHECKPOINT_PATTERNS[model]))
     return matches[-1] if matches else None
+
+
+def _error_text(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def run(
@@ -201,223 +284,290 @@ def run(
     data: Path | None = None,
     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
 ) -> list[BenchResult]:
-    """Benchmarks every (model, backend, batch); measures mAP when weights and data are given."""
+    """Benchmarks every (model, backend, batch); measures mAP when weights and data are given.
+    A job that raises is kept with its error and the others still run."""
+    from fastdet.zoo import info
+
     image = sample_image()
+    threads = threads or machine_load.cpu_count()
+    on_gpu = any(_split_backend(b)[1] == "cuda" for b in backends)
+    gpu = gpu_name() if on_gpu else ""
     jobs = [(m, b, n) for m in models for b in backends for n in batches]
     steps: Iterable[Any] = progress(jobs, len(jobs)) if progress else jobs
     results = []
-    maps: dict[str, float | None] = {}
+    structures: dict[str, tuple[float, float] | str] = {}
+    maps: dict[str, float | str] = {}
     for model, backend, batch in steps:
+        _, device = _split_backend(backend)
+        size = imgsz or info(model).input_size
+        result = BenchResult(
+            model, backend, device, _precision(backend, precision), batch, size, threads,
+            gpu if device == "cuda" else "CPU",
+        )  # fmt: skip
+        if model not in structures:
+            try:
+                structures[model] = count_structure(model, size)
+            except Exception as error:  # reported in the row; the timing may still work
+                structures[model] = _error_text(error)
+        counted = structures[model]
+        if isinstance(counted, tuple):
+            result.params_m, result.gflops = counted
+        else:
+            result.notes.append(f"params/FLOPs not counted: {counted}")
         weights = find_checkpoint(model, weights_dir) if weights_dir else None
-        result = bench_one(
-            model,
-            backend,
-            batch=batch,
-            precision=precision,
-            iters=iters,
-            warmup=warmup,
-            imgsz=imgsz,
-            threads=threads,
-            weights=weights,
-            image=image,
-        )
+        result.random_weights = weights is None
         if weights_dir and weights is None:
             result.notes.append(
                 f"no checkpoint matching {CHECKPOINT_PATTERNS[model]} in {weights_dir}"
             )
+        try:
+            timing = bench_one(
+                model,
+                backend,
+                batch=batch,
+                precision=precision,
+                iters=iters,
+                warmup=warmup,
+                imgsz=imgsz,
+                threads=threads,
+                weights=weights,
+                image=image,
+            )
+        except Exception as error:  # one failing job must not end the run: it goes in its row
+            result.error = _error_text(error)
+        else:
+            result.latency = timing.latency
+            result.stages = timing.stages
+            result.images_per_second = batch / (timing.latency.mean / 1e3)
+            result.load_before = timing.load_before
+            result.load_during = timing.load_during
         if weights is not None and data is not None:
             if model not in maps:
-                from fastdet.evaluate import val
+                try:
+                    from fastdet.evaluate import val
 
-                maps[model] = val(model, data, weights=weights, verbose=False)["map"] * 100
-            result.measured_map = maps[model]
+                    maps[model] = val(model, data, weights=weights, verbose=False)["map"] * 100
+                except Exception as error:
+                    maps[model] = _error_text(error)
+            found = maps[model]
+            if isinstance(found, float):
+                result.measured_map = found
+            else:
+                result.map_error = found
         results.append(result)
     return results
 
 
-# -- reports --------------------------------------------------------------------------------
+# -- the command ---------------------------------------------------------------------------
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def table_rows(results: Sequence[BenchResult]) -> list[dict[str, str]]:
-    """The comparison table: one row per model, a latency column per backend and batch."""
-    rows: dict[str, dict[str, str]] = {}
-    for r in results:
-        row = rows.setdefault(
-            r.model,
-            {
-                "Model": r.model,
-                "size": str(r.input_size),
-                "mAP val (published)": _fmt(r.published_map),
-                "mAP val (fastdet)": _fmt(r.measured_map),
-                "params M": f"{r.params_m:.2f}",
-                "FLOPs G": f"{r.gflops:.1f}",
-                "published ms": _fmt(r.published_latency_ms, 2),
-            },
-        )
-        row[f"{r.backend} b{r.batch} ms p50"] = f"{r.latency.p50:.2f}"
-        row[f"{r.backend} b{r.batch} p99"] = f"{r.latency.p99:.2f}"
-    return list(rows.values())
-
-
-def format_table(rows: Sequence[dict[str, str]]) -> str:
-    """A Markdown table (it reads well on a terminal too)."""
-    if not rows:
-        return "(no results)"
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    widths = {c: max(len(c), *(len(row.get(c, "")) for row in rows)) for c in columns}
-    lines = ["| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |"]
-    lines.append("|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(row.get(c, "").ljust(widths[c]) for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def stage_lines(results: Sequence[BenchResult]) -> str:
-    out = []
-    for r in results:
-        out.append(
-            f"{r.model} {r.backend} b{r.batch}: end-to-end {r.latency}, "
-            f"{r.images_per_second:.1f} img/s"
-        )
-        for stage, stats in r.stages.items():
-            out.append(f"    {stage:<12} {stats}")
-    return "\n".join(out)
-
-
-def environment() -> dict[str, Any]:
-    """Machine and versions, for the saved reports."""
-    versions = {
-        "fastdet": settings.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-    for module in ("onnxruntime", "torch", "tensorrt", "cv2"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            pass
-    return {
-        "machine": platform.machine(),
-        "processor": _cpu_name(),
-        "system": platform.platform(),
-        "cpu_threads": settings.get_num_threads(),
-        "with_cuda": settings.WITH_CUDA,
-        "cuda_available": settings.cuda_is_available(),
-        "versions": versions,
-        "command": shlex.join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-
-
-def _cpu_name() -> str:
+def _int(text: str, low: int, what: str) -> int:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
 
 
-def chart_svg(results: Sequence[BenchResult], width: int = 640, height: int = 400) -> str:
-    """Latency (x, log scale) against mAP (y): published points and measured points."""
-    points = []
-    for r in results:
-        if r.batch != 1:
-            continue
-        if r.published_latency_ms and r.published_map:
-            points.append(
-                (r.published_latency_ms, r.published_map, f"{r.model} (published)", "#888")
-            )
-        shown_map = r.measured_map if r.measured_map is not None else r.published_map
-        if shown_map is not None:
-            label = f"{r.model} {r.backend}" + (
-                "" if r.measured_map is not None else " (published mAP)"
-            )
-            points.append((r.latency.p50, shown_map, label, "#d62728"))
-    if not points:
-        return "<p>(no points to plot)</p>"
-    xs = np.log10([p[0] for p in points])
-    ys = np.array([p[1] for p in points])
-    x0, x1 = xs.min() - 0.2, xs.max() + 0.2
-    y0, y1 = ys.min() - 2, ys.max() + 2
-    margin = 50
+def _non_negative_int(text: str) -> int:
+    return _int(text, 0, "an integer >= 0")
 
-    def sx(v: float) -> float:
-        return margin + (v - x0) / (x1 - x0) * (width - 2 * margin)
 
-    def sy(v: float) -> float:
-        return height - margin - (v - y0) / (y1 - y0) * (height - 2 * margin)
+def _image_size(text: str) -> int:
+    value = _int(text, 32, "a multiple of 32 (the models' largest stride is 32 or 64)")
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 32, got {text!r}")
+    return value
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="sans-serif" font-size="10">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<line x1="{margin}" y1="{height - margin}" x2="{width - margin}" '
-        f'y2="{height - margin}" stroke="black"/>',
-        f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{height - margin}" stroke="black"/>',
-        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">latency ms (log)</text>',
-        f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
-        f'text-anchor="middle">COCO mAP val 50-95</text>',
-    ]
-    for decade in range(int(np.floor(x0)), int(np.ceil(x1)) + 1):
-        if x0 <= decade <= x1:
-            parts.append(
-                f'<text x="{sx(decade):.1f}" y="{height - margin + 14}" '
-                f'text-anchor="middle">{10.0**decade:g}</text>'
-            )
-    for (ms, value, label, color), lx in zip(points, xs, strict=True):
-        parts.append(f'<circle cx="{sx(lx):.1f}" cy="{sy(value):.1f}" r="4" fill="{color}"/>')
-        parts.append(
-            f'<text x="{sx(lx) + 6:.1f}" y="{sy(value) - 4:.1f}">'
-            f"{html.escape(label)} {ms:.1f} ms</text>"
+
+def _model_list(text: str) -> list[str]:
+    from fastdet.zoo.info import MODELS
+
+    if text.strip() == "all":
+        return list(MODELS)
+    names = _csv(text)
+    unknown = [name for name in names if name not in MODELS]
+    if unknown or not names:
+        bad = ", ".join(repr(n) for n in unknown) or repr(text)
+        raise argparse.ArgumentTypeError(f"unknown model {bad}; valid: all, {', '.join(MODELS)}")
+    return list(dict.fromkeys(names))
+
+
+def _backend_list(text: str) -> list[str]:
+    if text.strip() == "auto":
+        return ["auto"]
+    names = _csv(text)
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown or not names:
+        bad = ", ".join(repr(n) for n in unknown) or repr(text)
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {bad}; valid: auto, {', '.join(BACKENDS)}"
         )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return list(dict.fromkeys(names))
 
 
-def save_reports(results: Sequence[BenchResult], folder: Path) -> list[Path]:
-    """Markdown, CSV, JSON (with machine, versions, command) and a self-contained HTML report."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = table_rows(results)
-    env = environment()
-    table = format_table(rows)
-    stages = stage_lines(results)
-    files = {
-        "bench.md": f"# fastdet bench\n\n{table}\n\n```\n{stages}\n```\n\n```json\n"
-        f"{json.dumps(env, indent=2)}\n```\n",
-        "bench.json": json.dumps(
-            {"environment": env, "results": [asdict(r) for r in results]}, indent=2
-        ),
-        "bench.html": "<!doctype html><meta charset='utf-8'><title>fastdet bench</title>"
-        "<body style='font-family:sans-serif'><h1>fastdet bench</h1>"
-        + _html_table(rows)
-        + chart_svg(results)
-        + f"<pre>{html.escape(stages)}</pre><pre>{html.escape(json.dumps(env, indent=2))}</pre>",
-    }
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-    writer.writeheader()
-    writer.writerows(rows)
-    files["bench.csv"] = buffer.getvalue()
-    written = []
-    for name, text in files.items():
-        path = folder / name
-        path.write_text(text)
-        written.append(path)
-    return written
+def _batch_list(text: str) -> list[int]:
+    parts = text.split(",")
+    try:
+        batches = [positive_int(part.strip()) for part in parts]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers (e.g. 1,8), got {text!r}"
+        ) from None
+    return list(dict.fromkeys(batches))
 
 
-def _html_table(rows: Sequence[dict[str, str]]) -> str:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(row.get(c, ''))}</td>" for c in columns) + "</tr>"
-        for row in rows
+def _folder(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"expected an existing folder, got {text!r}")
+    return path
+
+
+def _report_folder(text: str) -> Path:
+    """A folder the reports can be written in: it exists and is writable, or its nearest
+    existing parent is a writable folder (nothing is created before the run starts)."""
+    path = Path(text).expanduser()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write reports in {text!r}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"cannot write reports in {text!r}: {probe} is not writable"
+        )
+    return path
+
+
+def _progress(items: Iterable[Any], total: int) -> Iterable[Any]:
+    """tqdm when installed (the report extra), else one line per job on stderr."""
+    try:
+        from tqdm import tqdm
+
+        return tqdm(items, total=total, desc="fastdet bench", unit="job", file=sys.stderr)
+    except ImportError:
+        return _plain_progress(items, total)
+
+
+def _plain_progress(items: Iterable[Any], total: int) -> Iterator[Any]:
+    for done, item in enumerate(items, 1):
+        print(f"[{done}/{total}] {' '.join(map(str, item))}", file=sys.stderr, flush=True)
+        yield item
+
+
+def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
+    """`fastdet bench`: the comparison table, published and measured, and its reports."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="the comparison table (mAP, CPU/GPU ms, params, FLOPs), published and measured",
+        description="Time every model on every backend and print the seed table (Model, size, "
+        "mAP val 50-95, Speed CPU ONNX, Speed T4 TensorRT10, params, FLOPs) with this "
+        "machine's measurements beside the published figures. Arguments are checked before "
+        "anything runs; a backend that cannot run here is skipped; a failing job is reported "
+        "in its row. Exit status 1 only when every job failed.",
     )
-    style = "border='1' cellpadding='4' style='border-collapse:collapse'"
-    return f"<table {style}><tr>{head}</tr>{body}</table>"
+    bench.add_argument(
+        "--models",
+        type=_model_list,
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated zoo names, or 'all' (default: the seed table's six)",
+    )
+    bench.add_argument(
+        "--backends",
+        type=_backend_list,
+        default="auto",
+        help=f"comma-separated, of {', '.join(BACKENDS)} (default 'auto': every one that can "
+        "run here, except torch on the CPU)",
+    )
+    bench.add_argument(
+        "--batch", type=_batch_list, default="1", help="comma-separated batch sizes (default 1)"
+    )
+    bench.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="GPU engines' precision (default fp16 on a GPU; ONNX Runtime runs fp32 exports)",
+    )
+    bench.add_argument(
+        "--iters", type=positive_int, default=10, help="timed runs per job (default 10)"
+    )
+    bench.add_argument(
+        "--warmup", type=_non_negative_int, default=2, help="untimed runs first (default 2)"
+    )
+    bench.add_argument("--imgsz", type=_image_size, help="input side (default: each model's)")
+    bench.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads for ONNX Runtime and fastdet's kernels (default: the CPUs available)",
+    )
+    bench.add_argument(
+        "--weights", type=_folder, metavar="DIR", help="official checkpoints (mAP with --data)"
+    )
+    bench.add_argument("--data", type=_folder, metavar="DIR", help="COCO folder for the mAP")
+    bench.add_argument(
+        "--save",
+        type=_report_folder,
+        metavar="DIR",
+        help="write bench.md, bench.csv, bench.json and bench.html (with the chart) here",
+    )
+    bench.set_defaults(run=lambda args: run_command(bench, args))
+    return bench
+
+
+def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Runs `fastdet bench` from parsed arguments."""
+    if args.data is not None and args.weights is None:
+        parser.error("--data needs --weights DIR (the official checkpoints to evaluate)")
+    requested = available_backends() if args.backends == ["auto"] else args.backends
+    if not requested:
+        raise ImportError("fastdet bench needs a backend: pip install 'fastdet[onnx]'")
+    backends, skipped = [], []
+    for backend in requested:
+        problem = backend_problem(backend)
+        if problem is None:
+            backends.append(backend)
+        else:
+            skipped.append(f"{backend}: {problem}")
+            print(f"fastdet bench: skipping {backend}: {problem}", file=sys.stderr)
+    if not backends:
+        print("fastdet bench: error: no requested backend can run here", file=sys.stderr)
+        return 1
+    preflight = machine_load.check_load(0.5, judge_loadavg=True)
+    if preflight.busy:
+        print(f"fastdet bench: the machine is busy: {'; '.join(preflight.reasons)}", flush=True)
+    results = run(
+        args.models,
+        backends,
+        args.batch,
+        precision=args.precision,
+        iters=args.iters,
+        warmup=args.warmup,
+        imgsz=args.imgsz,
+        threads=args.threads,
+        weights_dir=args.weights,
+        data=args.data,
+        progress=_progress,
+    )
+    for line in load_warnings(preflight, results):
+        print(f"{BUSY_MARK} {line}")
+    print(format_report(build_table(results)))
+    print()
+    print(stage_lines(results))
+    if args.save is not None:
+        paths = save_reports(results, args.save, preflight=preflight, skipped=skipped)
+        for path in paths:
+            print(f"wrote {path}")
+        try:
+            require_matplotlib()
+        except ImportError as error:
+            print(f"fastdet bench: bench.html has no chart: {error}", file=sys.stderr)
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        print(f"fastdet bench: {len(failed)} of {len(results)} jobs failed", file=sys.stderr)
+    return 1 if results and len(failed) == len(results) else 0

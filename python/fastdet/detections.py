@@ -273,6 +273,11 @@ class Detections:
         for (x1, y1, x2, y2), score, cls in zip(
             self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(), strict=True
         ):
+            if not 0 <= cls < len(category_ids):
+                raise ValueError(
+                    f"Detections.to_coco: classes must be class indices in "
+                    f"[0, {len(category_ids) - 1}] (one per category id), got {cls}"
+                )
             records.append(
                 {
                     "image_id": int(image_id),

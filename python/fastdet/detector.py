@@ -552,8 +552,14 @@ class Detector:
         t2 = time.perf_counter()
         if rows != len(chunk) and spec.format != "max-wh":
             outputs = [out[: len(chunk)] for out in outputs]
+        table = spec.format in ("end2end", "max-wh")
         detections = postprocess(
-            outputs, spec.format, transforms, anchors=spec.anchors, **settings.as_kwargs()
+            outputs,
+            spec.format,
+            transforms,
+            anchors=spec.anchors,
+            num_classes=len(spec.class_names) if table else None,
+            **settings.as_kwargs(),
         )
         t3 = time.perf_counter()
         seconds = {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2}

@@ -317,6 +317,7 @@ class GpuPipeline:
                 self.spec.format,
                 ticket.transforms,
                 anchors=self.spec.anchors,
+                num_classes=len(self.spec.class_names),
                 **settings.as_kwargs(),
             )
         self.timer.record("total", time.perf_counter() - ticket.started)

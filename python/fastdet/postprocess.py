@@ -118,6 +118,7 @@ def postprocess(
     classes: Sequence[int] | None = None,
     agnostic: bool = False,
     anchors: Any = None,
+    num_classes: int | None = None,
     device: Any = None,
     stream: Any = None,
 ) -> list[Detections]:
@@ -140,6 +141,8 @@ def postprocess(
         classes: keep only these class indices.
         agnostic: one NMS over all classes.
         anchors: "yolov7-raw" only: per level, the (w, h) anchors in input pixels.
+        num_classes: "end2end" and "max-wh" only (their outputs do not say it): class ids must
+            lie in [0, num_classes); default: only non-negative ids are required.
         device: None (CUDA when the outputs are GPU arrays, else the CPU), "cpu", "cuda" or
             "cuda:N". On CUDA, GPU outputs (float32 or float16, any strides) are read in place
             and numpy outputs are uploaded; "yolov7", "yolov7-raw" and "damo" run entirely on
@@ -186,8 +189,59 @@ def postprocess(
             return [Detections(*lists) for lists in op.results()]
         # NMS was done by the engine: the outputs are small, the CPU finishes them.
         arrays = [gpu.to_numpy(a, call) if isinstance(a, gpu.GpuArray) else a for a in arrays]
+    if num_classes is not None:
+        num_classes = check_integer(_FUNCTION, "num_classes", num_classes, 1)
+    if format in _TABLE_CHECKS:
+        _TABLE_CHECKS[format](arrays, len(transforms), num_classes)
     run = _RUNNERS[format]
     return [Detections(*lists) for lists in run(arrays, transforms, rows, options, anchors)]
+
+
+def _check_class_ids(name: str, value: Any, ids: np.ndarray, num_classes: int | None) -> None:
+    bad = (ids < 0) | (ids != np.round(ids))
+    if num_classes is not None:
+        bad |= ids >= num_classes
+    if np.any(bad):
+        what = "integers >= 0" if num_classes is None else f"integers in [0, {num_classes - 1}]"
+        fail(_FUNCTION, name, value, f"class ids that are {what}, got {ids[bad][0]}")
+
+
+def _check_end2end_table(arrays: list[Any], batch: int, num_classes: int | None) -> None:
+    """The rows an end2end engine says it filled: finite scores, valid class ids."""
+    if len(arrays) != 4:
+        return  # the runner names the wrong count
+    num_dets = np.asarray(arrays[0]).reshape(-1)
+    scores, classes = np.asarray(arrays[2]), np.asarray(arrays[3])
+    if num_dets.shape != (batch,) or scores.ndim != 2 or classes.shape != scores.shape:
+        return  # the runner names the wrong shape
+    counts = np.clip(num_dets, 0, scores.shape[1]).astype(np.int64)
+    filled = np.arange(scores.shape[1])[None, :] < counts[:, None]
+    if np.any(np.isnan(scores[filled])):
+        fail(_FUNCTION, "det_scores", arrays[2], "finite scores in the first num_dets rows")
+    _check_class_ids("det_classes", arrays[3], classes[filled].astype(np.float64), num_classes)
+
+
+def _check_max_wh_table(arrays: list[Any], batch: int, num_classes: int | None) -> None:
+    """YOLOv7 --max-wh rows: an integer batch index of this batch, a class id, finite values."""
+    table = np.asarray(arrays[0]) if len(arrays) == 1 else None
+    if table is None or table.ndim != 2 or table.shape[1] != 7:
+        return  # the runner names the wrong shape
+    values = table.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        fail(_FUNCTION, "outputs[0]", arrays[0], "finite rows (no NaN or inf)")
+    index = values[:, 0]
+    bad = (index != np.round(index)) | (index < 0) | (index >= batch)
+    if np.any(bad):
+        fail(
+            _FUNCTION,
+            "outputs[0]",
+            arrays[0],
+            f"batch indices that are integers in [0, {batch - 1}], got {index[bad][0]}",
+        )
+    _check_class_ids("outputs[0]", arrays[0], values[:, 5], num_classes)
+
+
+_TABLE_CHECKS = {"end2end": _check_end2end_table, "max-wh": _check_max_wh_table}
 
 
 def _run_yolov7(

@@ -53,6 +53,14 @@ void check_finite_box(const float* box, float score, int64_t image, int64_t row)
                 ", score ", score, ")");
 }
 
+// A NaN score is a broken engine, not "nothing found": refused like an infinite one.
+void check_scores_not_nan(const float* box, const float* scores, int64_t count, int64_t image,
+                          int64_t row) {
+  for (int64_t k = 0; k < count; ++k) {
+    if (std::isnan(scores[k])) check_finite_box(box, scores[k], image, row);
+  }
+}
+
 // YOLOv7's confidence rule for one row whose objectness already passed (obj > conf).
 void add_yolov7_row(const float* box, float obj, const float* class_probs, int64_t num_classes,
                     const PostprocessOptions& options, const ClassFilter& filter, Candidates& out) {
@@ -141,10 +149,11 @@ std::vector<DetectionList> postprocess_yolov7_cpu(const YoloV7GridOutput& output
                      for (int64_t n = 0; n < output.rows; ++n) {
                        const float* row = rows + n * output.channels;
                        const float obj = row[4];
-                       if (!(obj > options.conf)) continue;
+                       if (!(obj > options.conf) && !std::isnan(obj)) continue;
                        float box[4];
                        center_size_to_corners(row[0], row[1], row[2], row[3], box);
                        check_finite_box(box, obj, image, n);
+                       check_scores_not_nan(box, row + 5, num_classes, image, n);
                        add_yolov7_row(box, obj, row + 5, num_classes, options, filter, out);
                      }
                    });
@@ -169,7 +178,7 @@ std::vector<DetectionList> postprocess_yolov7_raw_cpu(const std::vector<YoloV7Ra
           for (int64_t cell = 0; cell < cells; ++cell, ++row_index) {
             const float* logits = rows + cell * level.channels;
             const float obj = sigmoid(logits[4]);
-            if (!(obj > options.conf)) continue;
+            if (!(obj > options.conf) && !std::isnan(obj)) continue;
             const int64_t anchor = cell / (level.ny * level.nx);
             const int64_t y = (cell / level.nx) % level.ny;
             const int64_t x = cell % level.nx;
@@ -183,6 +192,7 @@ std::vector<DetectionList> postprocess_yolov7_raw_cpu(const std::vector<YoloV7Ra
             for (int64_t k = 0; k < num_classes; ++k) {
               class_probs[k] = sigmoid(logits[5 + k]);
             }
+            check_scores_not_nan(box, class_probs.data(), num_classes, image, row_index);
             add_yolov7_row(box, obj, class_probs.data(), num_classes, options, filter, out);
           }
         }
@@ -199,6 +209,7 @@ std::vector<DetectionList> postprocess_damo_cpu(const DamoOutput& output,
     for (int64_t n = 0; n < output.rows; ++n) {
       const float* row_scores = scores + n * output.classes;
       const float* box = boxes + n * 4;
+      check_scores_not_nan(box, row_scores, output.classes, image, n);
       if (options.multi_label) {
         for (int64_t k = 0; k < output.classes; ++k) {
           if (row_scores[k] > options.conf && filter.accepts(k)) {

@@ -84,10 +84,10 @@ struct RowOutcome {
 };
 
 // The confidence rule over one row's classes, warp-wide (every lane calls it with the same row).
-// Multi-label: every class with score > conf (and in the filter). Single-label: the first best
-// class (a NaN first score makes the row fail, as the CPU loop's comparisons do), kept if > conf
-// and in the filter. A candidate whose box (box_finite false) or score (check_score) is not finite
-// is an error and is not emitted.
+// Multi-label: every class with score > conf (and in the filter). Single-label: the best class,
+// kept if > conf and in the filter. A candidate whose box (box_finite false) or score
+// (check_score) is not finite is an error and is not emitted; so is a NaN score anywhere in the
+// row (a broken engine, refused as the CPU op refuses it).
 template <Pass P, typename ScoreOf>
 __device__ __forceinline__ RowOutcome classify_row(const Candidates& c, int64_t image, int64_t row,
                                                    int64_t num_classes, bool multi_label,
@@ -105,7 +105,8 @@ __device__ __forceinline__ RowOutcome classify_row(const Candidates& c, int64_t 
         score = score_of(k);
         candidate = score > call.conf && call.allowed(k);
       }
-      const bool broken = candidate && (!box_finite || (check_score && !isfinite(score)));
+      const bool broken =
+          (candidate && (!box_finite || (check_score && !isfinite(score)))) || isnan(score);
       candidate = candidate && !broken;
       bad |= __any_sync(kFullMask, broken);
       emitted |= __any_sync(kFullMask, candidate);
@@ -113,16 +114,18 @@ __device__ __forceinline__ RowOutcome classify_row(const Candidates& c, int64_t 
     }
     return {emitted, bad};
   }
-  const float first = score_of(0);
   float best = 0.f;
   int64_t best_k = -1;
+  bool saw_nan = false;
   for (int64_t k = lane; k < num_classes; k += 32) {
     const float score = score_of(k);
+    saw_nan |= isnan(score);
     if (!isnan(score) && (best_k < 0 || score > best)) {
       best = score;
       best_k = k;
     }
   }
+  const bool nan_in_row = __any_sync(kFullMask, saw_nan);
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) {
     const float other = __shfl_down_sync(kFullMask, best, offset);
@@ -134,8 +137,9 @@ __device__ __forceinline__ RowOutcome classify_row(const Candidates& c, int64_t 
   }
   best = __shfl_sync(kFullMask, best, 0);
   best_k = __shfl_sync(kFullMask, best_k, 0);
-  bool candidate = !isnan(first) && best_k >= 0 && best > call.conf && call.allowed(best_k);
-  const bool broken = candidate && (!box_finite || (check_score && !isfinite(best)));
+  bool candidate = !nan_in_row && best_k >= 0 && best > call.conf && call.allowed(best_k);
+  const bool broken =
+      nan_in_row || (candidate && (!box_finite || (check_score && !isfinite(best))));
   candidate = candidate && !broken;
   gpu_nms::emit<P>(c, image, candidate && lane == 0,
                    candidate_key(best, uint32_t(row * num_classes + best_k)));
@@ -163,7 +167,7 @@ __global__ void __launch_bounds__(kThreads)
   bool pass = false;
   if (lane < kRowsPerWarp && row0 + lane < in.rows) {
     obj = load(base + (row0 + lane) * in.s1 + 4 * in.s2);
-    pass = obj > call.conf;
+    pass = obj > call.conf || isnan(obj);  // a NaN objectness is reported below
   }
   unsigned todo = __ballot_sync(kFullMask, pass);
   gpu_nms::SpanAccumulator span;
@@ -184,6 +188,9 @@ __global__ void __launch_bounds__(kThreads)
     const RowOutcome outcome =
         classify_row<P>(c, image, row, in.classes, multi_label, call, true, false,
                         [&](int64_t k) { return load(p + (5 + k) * in.s2) * o; });
+    if (P == Pass::Count && outcome.bad && lane == 0) {
+      gpu_nms::record_error(c, uint64_t(image * in.rows + row));
+    }
     if (P == Pass::Count && outcome.emitted && lane == 0) {
       c.boxes[image * c.rows + row] = make_float4(box[0], box[1], box[2], box[3]);
       span.add(box);
@@ -222,7 +229,7 @@ __global__ void __launch_bounds__(kThreads)
     int64_t anchor, y, x;
     const T* p = locate(row0 + lane, level, anchor, y, x);
     obj = sigmoid(load(p + 4 * in.level[level].s[4]));
-    pass = obj > call.conf;
+    pass = obj > call.conf || isnan(obj);  // a NaN objectness is reported below
   }
   unsigned todo = __ballot_sync(kFullMask, pass);
   gpu_nms::SpanAccumulator span;
@@ -250,6 +257,9 @@ __global__ void __launch_bounds__(kThreads)
     const RowOutcome outcome =
         classify_row<P>(c, image, row, in.classes, multi_label, call, true, false,
                         [&](int64_t k) { return sigmoid(load(p + (5 + k) * cs)) * o; });
+    if (P == Pass::Count && outcome.bad && lane == 0) {
+      gpu_nms::record_error(c, uint64_t(image * in.rows + row));
+    }
     if (P == Pass::Count && outcome.emitted && lane == 0) {
       c.boxes[image * c.rows + row] = make_float4(box[0], box[1], box[2], box[3]);
       span.add(box);
