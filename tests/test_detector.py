@@ -297,3 +297,91 @@ def test_random_weights_are_said_once_per_detector(tmp_path, monkeypatch):
     assert len([w for w in seen if issubclass(w.category, fastdet.RandomWeightsWarning)]) == 1
     with pytest.warns(fastdet.RandomWeightsWarning):
         Detector("yolov7-tiny", imgsz=64)  # from the cache: still said
+
+
+def _constant_model(path, input_shape, outputs):
+    """An ONNX model with one image input and constant outputs of the given shapes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, infos = [], []
+    for name, shape in outputs:
+        value = numpy_helper.from_array(np.zeros(shape, np.float32), name=f"{name}_value")
+        nodes.append(helper.make_node("Constant", [], [name], value=value))
+        infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+    graph = helper.make_graph(
+        nodes,
+        "constant",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, input_shape)],
+        infos,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "outputs", "message"),
+    [
+        (
+            [1, 3, 64, 64],
+            [("output", [1, 196, 64])],
+            r"a \[B, 196, 64\] output where a YOLOv7 "
+            r"--grid export at 64x64 has 252 rows",
+        ),
+        ([1, 3, 64, 64], [("output", [1, 7])], r"a \[M, 7\] output with a fixed M"),
+        (
+            [1, 3, 64, 64],
+            [("scores", [1, 80, 80]), ("boxes", [1, 80, 4])],
+            r"scores/boxes outputs with 80 rows where DAMO-YOLO at \(64, 64\) has 84",
+        ),
+        ([1, 1, 64, 64], [("output", [1, 252, 85])], r"input must be \[B, 3, H, W\]"),
+    ],
+)
+def test_unrelated_models_are_refused(tmp_path, input_shape, outputs, message):
+    path = _constant_model(tmp_path / "model.onnx", input_shape, outputs)
+    with pytest.raises(ValueError, match=message) as caught:
+        Detector(path, device="cpu")
+    assert "pass family=" in str(caught.value) or "input must be" in str(caught.value)
+
+
+def test_official_layouts_are_recognised(tmp_path):
+    grid = _constant_model(tmp_path / "grid.onnx", [1, 3, 64, 64], [("output", [1, 252, 85])])
+    assert Detector(grid, device="cpu").spec.format == "yolov7"
+    damo = _constant_model(
+        tmp_path / "damo.onnx", [1, 3, 64, 64], [("scores", [1, 84, 80]), ("boxes", [1, 84, 4])]
+    )
+    assert Detector(damo, device="cpu").spec.format == "damo"
+    odd = _constant_model(tmp_path / "odd.onnx", [1, 3, 64, 64], [("output", [1, 196, 64])])
+    forced = Detector(odd, device="cpu", family="yolov7", format="yolov7")  # the user's call
+    assert forced.spec.format == "yolov7"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"imgsz": -5}, ValueError, r"Detector: imgsz must be an integer in \[32, 16384\]"),
+        ({"imgsz": 100000}, ValueError, r"imgsz must be an integer in \[32, 16384\], got 100000"),
+        ({"imgsz": 100}, ValueError, r"imgsz must be multiples of 32"),
+        ({"max_det": 2**63}, ValueError, r"max_det must be an integer in \[0, 2147483647\]"),
+        ({"agnostic": "no"}, TypeError, r"Detector: agnostic must be True or False, got 'no'"),
+        ({"conf": 2}, ValueError, r"Detector: conf must be"),
+        ({"classes": [999]}, ValueError, r"Detector: classes must be an integer in \[0, 79\]"),
+        ({"classes": ["unicorn"]}, ValueError, r"classes must be one of the model's class names"),
+        ({"batch": 4}, ValueError, r"Detector: batch must be 1 \(the model's static batch\)"),
+        ({"imgsz": 320}, ValueError, r"Detector: imgsz must be the model's input size"),
+        ({"precision": "fp16"}, ValueError, r"precision must be 'fp32' for this float32 ONNX"),
+    ],
+)
+def test_arguments_are_checked_at_construction(tmp_path, kwargs, error, message):
+    grid = _constant_model(tmp_path / "grid.onnx", [1, 3, 64, 64], [("output", [1, 252, 85])])
+    with pytest.raises(error, match=message):
+        Detector(grid, device="cpu", **kwargs)
+
+
+def test_per_call_flags_are_checked(exported, photos):
+    detector = Detector(exported["yolov7-tiny"], device="cpu")
+    with pytest.raises(TypeError, match=r"Detector: multi_label must be True or False, got 'no'"):
+        detector(photos[0], multi_label="no")
+    with pytest.raises(ValueError, match=r"Detector: max_det must be an integer in"):
+        detector(photos[0], max_det=2**63)

@@ -60,7 +60,7 @@ def _images(rng) -> list[np.ndarray]:
 
 
 def test_ten_thousand_calls_keep_memory_flat(tiny_onnx, rng):
-    detector = Detector(tiny_onnx, conf=0.2, threads=1)
+    detector = Detector(tiny_onnx, family="yolov7", format="yolov7", conf=0.2, threads=1)
     images = _images(rng)
     for _ in range(500):  # warm up allocators and caches before measuring
         detector(images)
@@ -76,7 +76,7 @@ def test_ten_thousand_calls_keep_memory_flat(tiny_onnx, rng):
 
 
 def test_eight_threads_share_one_detector(tiny_onnx, rng):
-    detector = Detector(tiny_onnx, conf=0.2)
+    detector = Detector(tiny_onnx, family="yolov7", format="yolov7", conf=0.2)
     images = _images(rng)
     expected = [d.numpy() for d in detector(images)]
     assert sum(len(e) for e in expected) > 0, "the test needs detections to compare"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fastdet import settings
-from fastdet._checks import check_choice, check_integer, check_real, fail
+from fastdet._checks import MAX_INPUT_SIDE, check_choice, check_integer, check_real, fail
 from fastdet.cache import cache_dir
 from fastdet.detections import Detections
 from fastdet.engines.base import Engine
@@ -114,6 +114,26 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool
     return path
 
 
+MAX_DET = 2**31 - 1
+
+
+def _check_imgsz(imgsz: Any) -> tuple[int, int]:
+    """An int or (height, width) of ints in [32, MAX_INPUT_SIDE], multiples of 32."""
+    sides = (imgsz, imgsz) if isinstance(imgsz, (int, np.integer)) else imgsz
+    if not isinstance(sides, (tuple, list)) or len(sides) != 2:
+        fail("Detector", "imgsz", imgsz, "an int or a (height, width) pair of ints", TypeError)
+    checked = tuple(check_integer("Detector", "imgsz", side, 32, MAX_INPUT_SIDE) for side in sides)
+    if any(side % 32 for side in checked):
+        fail("Detector", "imgsz", imgsz, "multiples of 32 (the networks' largest P5 stride)")
+    return checked[0], checked[1]
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        fail("Detector", name, value, "True or False", TypeError)
+    return bool(value)
+
+
 def _single_image(source: Any) -> bool:
     """One image in (one Detections out): an H x W x 3 array or the path of an image file."""
     from fastdet.gpu import is_gpu_array
@@ -169,12 +189,21 @@ class Detector:
         imgsz: int | tuple[int, int] | None = None,
         anchors: Any = None,
     ) -> None:
+        # Everything that can be checked without the model is checked before it loads.
         check_choice("Detector", "device", device, DEVICES)
         check_choice("Detector", "backend", backend, BACKENDS)
         if precision is not None:
             check_choice("Detector", "precision", precision, PRECISIONS)
         if batch is not None:
             batch = check_integer("Detector", "batch", batch, 1, 4096)
+        if imgsz is not None:
+            imgsz = _check_imgsz(imgsz)
+        conf = None if conf is None else check_real("Detector", "conf", conf, 0, 1)
+        iou = None if iou is None else check_real("Detector", "iou", iou, 0, 1)
+        max_det = (
+            None if max_det is None else check_integer("Detector", "max_det", max_det, 0, MAX_DET)
+        )
+        agnostic = _check_flag("agnostic", agnostic)
         if threads is not None:
             threads = check_integer("Detector", "threads", threads, 1, 1024)
             settings.set_num_threads(threads)
@@ -194,23 +223,52 @@ class Detector:
             )
         self.engine: Engine = engine
         self.spec: ModelSpec = spec
+        self._check_against_model(batch, imgsz)
         self._local = threading.local()
         self._local.engine = engine
         self._pipelines_lock = threading.Lock()
         self._pipelines: list[Any] = []
         self._timer = StageTimer()
         defaults = thresholds(spec.family, spec.model)
-        self.conf = check_real("Detector", "conf", defaults.conf if conf is None else conf, 0, 1)
-        self.iou = check_real("Detector", "iou", defaults.iou if iou is None else iou, 0, 1)
-        self.max_det = (
-            defaults.max_det
-            if max_det is None
-            else check_integer("Detector", "max_det", max_det, 0)
-        )
+        self.conf = defaults.conf if conf is None else conf
+        self.iou = defaults.iou if iou is None else iou
+        self.max_det = defaults.max_det if max_det is None else max_det
         self.multi_label = defaults.multi_label
         self.classes = None if classes is None else self._class_ids(classes, "classes")
-        self.agnostic = bool(agnostic)
+        self.agnostic = agnostic
         self._batch = batch
+
+    def _check_against_model(self, batch: int | None, imgsz: Any) -> None:
+        """Arguments the loaded model contradicts are errors, not silently ignored."""
+        engine, spec = self.engine, self.spec
+        if batch is not None and engine.max_batch is not None and batch != engine.max_batch:
+            fail(
+                "Detector",
+                "batch",
+                batch,
+                f"{engine.max_batch} (the model's static batch) or None",
+            )
+        if imgsz is not None and tuple(imgsz) != tuple(spec.input_size):
+            fail(
+                "Detector",
+                "imgsz",
+                imgsz,
+                f"the model's input size {spec.input_size} or None (it is fixed by the model)",
+            )
+        wanted = np.dtype(np.float16 if self.precision == "fp16" else np.float32)
+        if (
+            engine.backend == "onnxruntime"
+            and self.precision in ("fp16", "int8")
+            and engine.input.dtype != wanted
+        ):
+            fail(
+                "Detector",
+                "precision",
+                self.precision,
+                f"'{'fp16' if engine.input.dtype == np.float16 else 'fp32'}' for this "
+                f"{engine.input.dtype} ONNX model on ONNX Runtime (ONNX Runtime runs a model in "
+                "its own types: export with --half for fp16, or use TensorRT)",
+            )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -528,6 +586,12 @@ class Detector:
         chosen: dict[str, Any] = {
             k: own[k] if overrides.get(k) is None else overrides[k] for k in own
         }
+        if overrides.get("multi_label") is not None:
+            chosen["multi_label"] = _check_flag("multi_label", overrides["multi_label"])
+        if overrides.get("max_det") is not None:
+            chosen["max_det"] = check_integer(
+                "Detector", "max_det", overrides["max_det"], 0, MAX_DET
+            )
         if overrides.get("classes") is not None:
             chosen["classes"] = self._class_ids(overrides["classes"], "classes")
         return Settings(agnostic=self.agnostic, **chosen)
