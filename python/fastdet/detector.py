@@ -15,7 +15,7 @@ import numpy as np
 
 from fastdet import settings
 from fastdet._checks import MAX_INPUT_SIDE, check_choice, check_integer, check_real, fail
-from fastdet.cache import cache_dir
+from fastdet.cache import cache_dir, record_digest, valid_entry
 from fastdet.detections import Detections
 from fastdet.engines.base import Engine
 from fastdet.model_spec import ModelSpec, infer_spec, spec_from_metadata
@@ -101,7 +101,7 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool
     path = (
         cache_dir() / "onnx" / f"{name}-{tag}-{size}-{batch_tag}-{'fp16' if half else 'fp32'}.onnx"
     )
-    if not path.exists():
+    if not valid_entry(path):
         export(
             name,
             path,
@@ -111,6 +111,7 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool
             dynamic_batch=batch is None,
             half=half,
         )
+        record_digest(path)
     return path
 
 

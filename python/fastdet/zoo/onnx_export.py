@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from fastdet import __version__
 from fastdet._checks import check_integer, fail
-from fastdet.cache import atomic_write
+from fastdet.cache import atomic_write, clean_stale_temporaries, temporary_path
 from fastdet.coco import CLASS_NAMES
 from fastdet.metadata import ModelMetadata
 from fastdet.zoo.builder import build_module, require
@@ -99,8 +98,8 @@ def export_onnx(
     if dynamic_batch:
         dynamic_axes = {n: {0: "batch"} for n in ("images", *output_names)}
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-    os.close(handle)
+    clean_stale_temporaries(target.parent)
+    temporary = str(temporary_path(target))
     try:
         # The TorchScript exporter is chosen on purpose: it writes the opsets of the official
         # exports (11/12) without extra dependencies; torch >= 2.9 flags it and its internals
