@@ -6,7 +6,6 @@ import argparse
 import platform
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 
 from fastdet import _core, settings
 from fastdet._arguments import batch_range, gigabytes, positive_int
-from fastdet.bench import DEFAULT_MODELS as DEFAULT_BENCH_MODELS
+from fastdet.bench import add_bench_command
 
 
 def _version(module: str) -> str | None:
@@ -83,59 +82,6 @@ def _info(_: argparse.Namespace) -> int:
     missing = [f"{m} ([{e}])" for m, e in extras.items() if _version(m) is None]
     print("optional: " + ", ".join(found) + ("; missing: " + ", ".join(missing) if missing else ""))
     print(f"cache: {_cache_usage(cache_dir())}")
-    return 0
-
-
-def _progress(items: Iterable[Any], total: int) -> Iterable[Any]:
-    """tqdm when installed (the bench extra), else one line per step on stderr."""
-    try:
-        from tqdm import tqdm
-
-        return tqdm(items, total=total, desc="fastdet bench", unit="run", file=sys.stderr)
-    except ImportError:
-        return _plain_progress(items, total)
-
-
-def _plain_progress(items: Iterable[Any], total: int) -> Iterator[Any]:
-    for done, item in enumerate(items, 1):
-        print(f"[{done}/{total}] {' '.join(map(str, item))}", file=sys.stderr, flush=True)
-        yield item
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from fastdet import bench
-    from fastdet.zoo import names
-
-    models = names() if args.models == "all" else _csv(args.models)
-    backends = bench.available_backends() if args.backends == "auto" else _csv(args.backends)
-    if not backends:
-        raise ImportError("fastdet bench needs a backend: pip install 'fastdet[onnx]'")
-    batches = [int(b) for b in _csv(args.batch)]
-    results = bench.run(
-        models,
-        backends,
-        batches,
-        precision=args.precision,
-        iters=args.iters,
-        warmup=args.warmup,
-        imgsz=args.imgsz,
-        threads=args.threads,
-        weights_dir=Path(args.weights) if args.weights else None,
-        data=Path(args.data) if args.data else None,
-        progress=_progress,
-    )
-    print(bench.format_table(bench.table_rows(results)))
-    print()
-    print(bench.stage_lines(results))
-    if any(r.random_weights for r in results):
-        print("\nmAP (fastdet) is '-' without official weights (--weights DIR --data COCO_DIR).")
-    if args.save:
-        for path in bench.save_reports(results, Path(args.save)):
-            print(f"wrote {path}")
     return 0
 
 
@@ -298,32 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"fastdet {settings.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="build and machine facts").set_defaults(run=_info)
-    run_bench = commands.add_parser(
-        "bench", help="the comparison table (mAP, CPU/GPU ms, params, FLOPs) for every model"
-    )
-    run_bench.add_argument(
-        "--models",
-        default=",".join(DEFAULT_BENCH_MODELS),
-        help="comma-separated zoo names, or 'all' (default: the seed table's)",
-    )
-    run_bench.add_argument(
-        "--backends",
-        default="auto",
-        help="comma-separated: onnxruntime, onnxruntime-cuda, tensorrt, torch, "
-        "torch-cuda (default: every one available)",
-    )
-    run_bench.add_argument("--batch", default="1", help="comma-separated batch sizes")
-    run_bench.add_argument("--precision", choices=("fp32", "fp16", "int8"))
-    run_bench.add_argument("--iters", type=int, default=10, help="timed runs per case")
-    run_bench.add_argument("--warmup", type=int, default=2, help="untimed runs first")
-    run_bench.add_argument("--imgsz", type=int, help="input side (default: each model's)")
-    run_bench.add_argument("--threads", type=int, help="CPU threads (kernels and ONNX Runtime)")
-    run_bench.add_argument(
-        "--weights", help="folder of official checkpoints (fills mAP with --data)"
-    )
-    run_bench.add_argument("--data", help="COCO folder for the mAP column")
-    run_bench.add_argument("--save", help="write Markdown, CSV, JSON and HTML reports here")
-    run_bench.set_defaults(run=_bench)
+    add_bench_command(commands)
     commands.add_parser(
         "zoo", help="every variant with its parameters and FLOPs beside the published figures"
     ).set_defaults(run=_zoo)
