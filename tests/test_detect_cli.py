@@ -167,3 +167,25 @@ def test_python_m_fastdet_and_info(tmp_path, monkeypatch) -> None:
     assert done.returncode == 0, done.stderr
     assert "backends:" in done.stdout and "onnxruntime" in done.stdout
     assert f"cache: {tmp_path / 'cache'} (3.0 MiB in 1 files)" in done.stdout
+
+
+@pytest.mark.filterwarnings("default::fastdet.sources.CorruptImageWarning")  # as for a user
+def test_damaged_jpegs_are_named_and_strict_stops(model, tmp_path, capsys) -> None:
+    from test_sources import _damaged_jpegs
+
+    pytest.importorskip("simplejpeg")
+    rng = __import__("numpy").random.default_rng(3)
+    _damaged_jpegs(tmp_path / "shots", rng)
+    records = tmp_path / "d.json"
+    assert main(["detect", str(tmp_path / "shots"), "--model", model, "--no-draw",
+                 "--save-json", str(records)]) == 0  # fmt: skip
+    printed = capsys.readouterr()
+    # (a line of its own: tqdm clears its bar with a carriage return first)
+    assert re.search(r"(^|\r)warning: .*truncated\.jpg: decoded only in part", printed.err, re.M)
+    assert len(_json(records)) == 4
+    # --strict stops at the first damaged file (corrupt.jpg, in name order) and says which
+    assert main(["detect", str(tmp_path / "shots"), "--model", model, "--no-draw", "--strict",
+                 "--save-json", str(records)]) == 1  # fmt: skip
+    printed = capsys.readouterr()
+    assert re.search(r"^fastdet detect: error: source must be an intact JPEG \(libjpeg-turbo: "
+                     r"Corrupt JPEG data.*corrupt\.jpg'$", printed.err, re.M)  # fmt: skip

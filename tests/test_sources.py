@@ -232,3 +232,81 @@ def test_stream_memory_does_not_grow_with_the_images(tiny_model, tmp_path, rng) 
     assert found == count
     # every image at once would be 240 images; a few batches in flight are a few dozen
     assert peak < 40 * one_image, f"peak {peak / 2**20:.0f} MiB"
+
+
+def _damaged_jpegs(folder: Path, rng: np.random.Generator) -> dict[str, Path]:
+    """An intact JPEG and three damaged ones: cut short (no end marker), a marker written into the
+    middle of the scan data (its end intact), and an intact one with data appended after its end
+    marker (as motion photos carry) which libjpeg decodes cleanly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(".jpg", rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    assert ok
+    data = encoded.tobytes()
+    middle = bytearray(data)
+    middle[len(data) // 2 : len(data) // 2 + 2] = b"\xff\xd4"  # an RST marker out of order
+    files = {
+        "intact": data,
+        "truncated": data[: len(data) * 2 // 3],
+        "corrupt": bytes(middle),
+        "appended": data + b"trailing bytes after the end marker",
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f"{name}.jpg"
+        paths[name].write_bytes(content)
+    return paths
+
+
+def test_damaged_jpegs_warn_or_are_refused(tmp_path, rng) -> None:
+    import warnings
+
+    from fastdet import CorruptImageWarning
+    from fastdet.sources import read_image
+
+    pytest.importorskip("simplejpeg")
+    paths = _damaged_jpegs(tmp_path, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # intact files and appended data say nothing
+        for name in ("intact", "appended", "corrupt"):
+            assert read_image(paths[name], "source").shape == (96, 128, 3)
+            if name != "corrupt":
+                assert read_image(paths[name], "source", strict=True).shape == (96, 128, 3)
+    # a truncated file (the end marker missing) is found without decoding intact files twice
+    with pytest.warns(CorruptImageWarning, match=r"truncated\.jpg: decoded only in part "
+                      r"\(Premature end of JPEG file\)"):  # fmt: skip
+        assert read_image(paths["truncated"], "source").shape == (96, 128, 3)
+    # strict decodes every JPEG's data: both kinds of damage are refused, naming the file
+    for name, reason in (("truncated", "Premature end"), ("corrupt", "Corrupt JPEG data")):
+        with pytest.raises(ValueError, match=rf"fastdet detect: source must be an intact JPEG "
+                           rf"\(libjpeg-turbo: {reason}.*got '.*{name}\.jpg'"):  # fmt: skip
+            read_image(paths[name], "source", "fastdet detect", strict=True)
+
+
+def test_without_simplejpeg_a_missing_end_marker_still_warns(tmp_path, rng, monkeypatch) -> None:
+    import sys
+
+    from fastdet import CorruptImageWarning, sources
+
+    paths = _damaged_jpegs(tmp_path, rng)
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # makes `import simplejpeg` fail
+    with pytest.warns(CorruptImageWarning, match="no JPEG end marker"):
+        sources.read_image(paths["truncated"], "source")
+    with pytest.raises(ImportError, match=r"strict=True .* needs simplejpeg: pip install"):
+        sources.read_image(paths["intact"], "source", strict=True)
+
+
+def test_detector_warns_from_its_reader_thread_and_strict_stops(tiny_model, tmp_path, rng) -> None:
+    from fastdet import CorruptImageWarning
+    from fastdet.detector import Detector
+
+    pytest.importorskip("simplejpeg")
+    paths = _damaged_jpegs(tmp_path / "shots", rng)
+    detector = Detector(tiny_model, device="cpu")
+    with pytest.warns(CorruptImageWarning, match=r"truncated\.jpg"):
+        assert len(detector(tmp_path / "shots")) == 4
+    with pytest.raises(ValueError, match=r"corrupt\.jpg"):
+        detector(tmp_path / "shots", strict=True)
+    with pytest.raises(ValueError, match=r"truncated\.jpg"):
+        list(detector.stream([str(paths["intact"]), str(paths["truncated"])], strict=True))
+    with pytest.raises(TypeError, match="strict must be True or False, got 'yes'"):
+        detector(str(paths["intact"]), strict="yes")

@@ -20,6 +20,7 @@ from fastdet.settings import (
     get_num_threads,
     set_num_threads,
 )
+from fastdet.sources import CorruptImageWarning
 from fastdet.transform import MODES, Transform
 from fastdet.zoo.info import RandomWeightsWarning
 
@@ -30,6 +31,7 @@ __all__ = [
     "FORMATS",
     "MODES",
     "WITH_CUDA",
+    "CorruptImageWarning",
     "CudaError",
     "Detections",
     "Detector",

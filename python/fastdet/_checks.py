@@ -23,7 +23,8 @@ def describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"array of dtype {value.dtype} and shape {value.shape}"
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    # Cut in the middle: a long path keeps its file name, a long list its last items.
+    return text if len(text) <= 120 else text[:58] + "..." + text[-59:]
 
 
 def fail(function: str, name: str, value: Any, expected: str, error: type = ValueError) -> NoReturn:

@@ -13,6 +13,7 @@ EXTRAS: dict[str, tuple[str, str | None]] = {
     "torch": ("torch", "zoo"),
     "pycocotools": ("pycocotools", "eval"),
     "cv2": ("opencv-python-headless", "vision"),
+    "simplejpeg": ("simplejpeg", "vision"),
     "matplotlib": ("matplotlib", "report"),
     "tqdm": ("tqdm", "report"),
     "pandas": ("pandas", None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import platform
 import sys
 import warnings
@@ -14,16 +15,22 @@ import numpy as np
 
 from fastdet import _core, settings
 from fastdet._arguments import batch_range, gigabytes, positive_int
+from fastdet._optional import EXTRAS, available
 from fastdet.bench import add_bench_command
 
 
 def _version(module: str) -> str | None:
+    """The installed version of the module's package; None when it does not import."""
     try:
-        return str(__import__(module).__version__)
+        imported = __import__(module)
     except ImportError:
         return None
     except Exception as error:  # a package that is installed but broken
         return f"broken ({type(error).__name__})"
+    try:  # not every package sets __version__ (pycocotools does not)
+        return importlib.metadata.version(EXTRAS.get(module, (module, None))[0])
+    except importlib.metadata.PackageNotFoundError:
+        return str(getattr(imported, "__version__", "unknown version"))
 
 
 def _backends() -> list[str]:
@@ -77,7 +84,8 @@ def _info(_: argparse.Namespace) -> int:
     print("backends:")
     for line in _backends():
         print(f"  {line}")
-    extras = {"cv2": "vision", "pycocotools": "eval", "matplotlib": "report", "tqdm": "report"}
+    # Backends are listed above; these are the extras that add features.
+    extras = {m: e for m, (_, e) in EXTRAS.items() if e in ("vision", "eval", "report")}
     found = [f"{m} {_version(m)}" for m in extras if _version(m) is not None]
     missing = [f"{m} ([{e}])" for m, e in extras.items() if _version(m) is None]
     print("optional: " + ", ".join(found) + ("; missing: " + ", ".join(missing) if missing else ""))
@@ -214,8 +222,19 @@ def add_build_command(subparsers: Any) -> argparse.ArgumentParser:
     return build
 
 
+def _line(text: str) -> None:
+    """A line on stderr that does not tear a progress bar drawn there (tqdm redraws it below)."""
+    if available("tqdm"):
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr)
+
+
 def _notes() -> None:
-    """Random-weights warnings as one plain note line on stderr (the first one only)."""
+    """fastdet's own warnings as plain lines on stderr: the random-weights one once, as a note;
+    the others (a corrupt image, a cache entry made again) each as a warning line."""
     from fastdet.zoo.info import RandomWeightsWarning
 
     show = warnings.showwarning
@@ -229,7 +248,9 @@ def _notes() -> None:
         line: str | None = None,
     ) -> None:
         if issubclass(category, RandomWeightsWarning):
-            print(f"note: {message}", file=sys.stderr)
+            _line(f"note: {message}")
+        elif category.__module__.startswith("fastdet."):
+            _line(f"warning: {message}")
         else:
             show(message, category, filename, lineno, file, line)
 
@@ -280,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except (ValueError, TypeError, ImportError, OSError) as error:
-        print(f"fastdet {args.command}: error: {error}", file=sys.stderr)
+        prefix = f"fastdet {args.command}: "
+        message = str(error).removeprefix(prefix)  # messages of the command's own checks
+        print(f"{prefix}error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"fastdet {args.command}: interrupted", file=sys.stderr)

@@ -213,7 +213,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if problem:
             parser.error(f"argument --save-json: {problem}")
     try:
-        source = open_source(args.source, "fastdet detect")
+        source = open_source(args.source, "fastdet detect", strict=args.strict)
     except (ValueError, TypeError) as error:
         parser.error(f"argument source: {error}")
     if draw and not available("cv2"):
@@ -345,6 +345,11 @@ def add_detect_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     detect.add_argument("--save-json", metavar="FILE", help="write the detections as JSON")
     detect.add_argument("--no-draw", action="store_true", help="write no annotated images or video")
+    detect.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at a JPEG that decodes only in part (default: warn, naming it, and go on)",
+    )
     detect.set_defaults(run=lambda args: run(detect, args))
     return detect
 

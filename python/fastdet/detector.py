@@ -461,6 +461,7 @@ class Detector:
         max_det: int | None = None,
         classes: Sequence[int | str] | None = None,
         multi_label: bool | None = None,
+        strict: bool = False,
     ) -> Detections | list[Detections]:
         """Detections for one image (an array or an image path) or a list of them for anything
         else fastdet.sources reads: a list of arrays or paths (mixed sizes), an (N, H, W, 3)
@@ -468,7 +469,9 @@ class Detector:
         a batch at a time; results of files keep their path (plot() reads it again), results of
         arrays keep the array. For long sources prefer stream(): this returns them all.
 
-        The keyword arguments override the Detector's thresholds for this call only.
+        The keyword arguments override the Detector's thresholds for this call only. A JPEG
+        that decodes only in part gives a fastdet.CorruptImageWarning naming the file; `strict`
+        refuses it with a ValueError instead.
         """
         overrides = {
             "conf": conf,
@@ -478,7 +481,9 @@ class Detector:
             "multi_label": multi_label,
         }
         single = _single_image(source)
-        results = list(self._stream(source, overrides, batch=None, keep_frames=False))
+        results = list(
+            self._stream(source, overrides, batch=None, keep_frames=False, strict=strict)
+        )
         return results[0] if single else results
 
     def stream(
@@ -491,12 +496,13 @@ class Detector:
         max_det: int | None = None,
         classes: Sequence[int | str] | None = None,
         multi_label: bool | None = None,
+        strict: bool = False,
     ) -> Iterator[Detections]:
         """Detections one image at a time, for the same sources as calling the Detector, in
         bounded memory: frames are decoded on a reader thread `batch` at a time, a few batches
         ahead of the engine (default batch: the engine's, else 8). Each result keeps its image
         (for plot()) for as long as the caller holds it; video frames carry their index and
-        timestamp."""
+        timestamp. `strict` as for calling the Detector."""
         if batch is not None:
             batch = check_integer("Detector.stream", "batch", batch, 1, 4096)
         overrides = {
@@ -506,14 +512,21 @@ class Detector:
             "classes": classes,
             "multi_label": multi_label,
         }
-        return self._stream(source, overrides, batch=batch, keep_frames=True)
+        return self._stream(source, overrides, batch=batch, keep_frames=True, strict=strict)
 
     def _stream(
-        self, source: Any, overrides: dict[str, Any], *, batch: int | None, keep_frames: bool
+        self,
+        source: Any,
+        overrides: dict[str, Any],
+        *,
+        batch: int | None,
+        keep_frames: bool,
+        strict: bool,
     ) -> Iterator[Detections]:
         from fastdet.sources import batched, open_source, read_ahead
 
-        frames = open_source(source)  # checks the source before anything runs
+        strict = _check_flag("strict", strict)
+        frames = open_source(source, strict=strict)  # checks the source before anything runs
         settings = self._settings(overrides)
         size = batch or self.engine.max_batch or self._batch or DEFAULT_BATCH
         pipeline = self._gpu_pipeline()

@@ -9,6 +9,7 @@ import glob
 import os
 import queue
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fastdet._checks import fail
-from fastdet._optional import require
+from fastdet._optional import available, require
 from fastdet.gpu import is_gpu_array
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -37,14 +38,68 @@ class Frame:
     given: bool = False  # the caller's own array (results may keep it at no cost)
 
 
-def read_image(path: str | os.PathLike[str], name: str, function: str = "Detector") -> np.ndarray:
-    """An image file as a BGR uint8 array; a ValueError naming the argument when it cannot be."""
+class CorruptImageWarning(UserWarning):
+    """An image file that decodes only in part (a truncated or corrupt JPEG): OpenCV fills what
+    is missing with grey or smeared blocks, and the detections on it see those pixels."""
+
+
+_JPEG_START = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"
+
+
+def _jpeg_damage(path: Path, full: bool) -> str | None:
+    """What libjpeg-turbo reports about a JPEG file's data, or None when it decodes cleanly (or is
+    no JPEG). `full` decodes every file; otherwise only one whose end marker is missing — the mark
+    of a truncated file, found by reading two bytes — is decoded, so intact files cost nothing."""
+    with open(path, "rb") as file:
+        if file.read(3) != _JPEG_START:
+            return None
+        file.seek(-2, os.SEEK_END)
+        if not full and file.read(2) == _JPEG_END:
+            return None
+        file.seek(0)
+        data = file.read()
+    if not available("simplejpeg"):
+        if full:
+            require("simplejpeg", "strict=True (checking every JPEG's data)")
+        # Without the decoder to confirm it: files with data after the end marker (motion
+        # photos) land here too, which the message allows for.
+        return "no JPEG end marker at the end of the file (truncated, or data appended after it)"
+    import simplejpeg
+
+    try:
+        _, _, colour, _ = simplejpeg.decode_jpeg_header(data)
+        # Decoding at 1/8 scale still reads every entropy-coded byte (where damage shows) but
+        # skips most of the inverse DCT; CMYK data cannot be reduced to grey.
+        target = "CMYK" if colour in ("CMYK", "YCCK") else "GRAY"
+        simplejpeg.decode_jpeg(data, colorspace=target, strict=True, min_factor=8)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def read_image(
+    path: str | os.PathLike[str], name: str, function: str = "Detector", strict: bool = False
+) -> np.ndarray:
+    """An image file as a BGR uint8 array; a ValueError naming the argument when it cannot be.
+    A JPEG that decodes only in part gives a CorruptImageWarning naming the file, or with
+    `strict` a ValueError (strict decodes every JPEG's data a second time to check it)."""
     cv2 = require("cv2", "reading image files")
     if not Path(path).is_file():
         fail(function, name, str(path), "an existing image file")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         fail(function, name, str(path), "a readable image file (OpenCV could not decode it)")
+    damage = _jpeg_damage(Path(path), full=strict)
+    if damage is not None:
+        if strict:
+            fail(function, name, str(path), f"an intact JPEG (libjpeg-turbo: {damage})")
+        warnings.warn(
+            f"{path}: decoded only in part ({damage}); detections on it see the damaged area "
+            "(strict=True / --strict refuses such files)",
+            CorruptImageWarning,
+            stacklevel=2,
+        )
     return image
 
 
@@ -64,16 +119,25 @@ class Source:
 class Images(Source):
     """Arrays and image files, read in order."""
 
-    def __init__(self, items: Sequence[Any], description: str) -> None:
+    def __init__(
+        self,
+        items: Sequence[Any],
+        description: str,
+        function: str = "Detector",
+        strict: bool = False,
+    ) -> None:
         self.items = list(items)
         self.count = len(self.items)
         self.description = description
+        self.function = function
+        self.strict = strict
 
     def __iter__(self) -> Iterator[Frame]:
         for i, item in enumerate(self.items):
             if isinstance(item, (str, os.PathLike)):
-                name = "source" if self.count == 1 else f"images[{i}]"
-                yield Frame(read_image(item, name), path=str(item))
+                # A caller's list is named by index; a folder's or glob's files by their path.
+                name = f"images[{i}]" if self.description == "list" else "source"
+                yield Frame(read_image(item, name, self.function, self.strict), path=str(item))
             else:
                 yield Frame(item, given=True)
 
@@ -144,7 +208,7 @@ class Chain(Source):
             yield from source
 
 
-def _media(paths: Iterable[Path], function: str, description: str) -> Source:
+def _media(paths: Iterable[Path], function: str, description: str, strict: bool) -> Source:
     """Image files as one Images run, each video as its own Video, in the paths' order."""
     parts: list[Source] = []
     run: list[Path] = []
@@ -152,19 +216,19 @@ def _media(paths: Iterable[Path], function: str, description: str) -> Source:
         suffix = path.suffix.lower()
         if suffix in VIDEO_SUFFIXES:
             if run:
-                parts.append(Images(run, description))
+                parts.append(Images(run, description, function, strict))
                 run = []
             parts.append(Video(str(path), function))
         elif suffix in IMAGE_SUFFIXES:
             run.append(path)
     if run:
-        parts.append(Images(run, description))
+        parts.append(Images(run, description, function, strict))
     if not parts:
         fail(function, "source", description, "a folder or glob that holds images or videos")
     return parts[0] if len(parts) == 1 else Chain(parts, description)
 
 
-def _list_file(path: Path, function: str) -> Source:
+def _list_file(path: Path, function: str, strict: bool) -> Source:
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     entries = [line for line in lines if line and not line.startswith("#")]
     paths = [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]
@@ -176,12 +240,13 @@ def _list_file(path: Path, function: str) -> Source:
             str(path),
             f"a list of existing files ({len(missing)} missing, e.g. {missing[0]})",
         )
-    return _media(paths, function, str(path))
+    return _media(paths, function, str(path), strict)
 
 
-def open_source(source: Any, function: str = "Detector") -> Source:
+def open_source(source: Any, function: str = "Detector", strict: bool = False) -> Source:
     """The Source for anything fastdet detects on; a ValueError or TypeError naming `source`
-    when it is none of them, or a file is missing, before anything is read."""
+    when it is none of them, or a file is missing, before anything is read. `strict` refuses
+    image files that decode only in part (see read_image)."""
     if isinstance(source, Source):
         return source
     if isinstance(source, np.ndarray) or is_gpu_array(source):
@@ -199,7 +264,7 @@ def open_source(source: Any, function: str = "Detector") -> Source:
         for i, item in enumerate(source):
             if isinstance(item, (str, os.PathLike)) and not Path(item).is_file():
                 fail(function, f"images[{i}]", str(item), "an existing image file")
-        return Images(source, "list")
+        return Images(source, "list", function, strict)
     if not isinstance(source, (str, os.PathLike)):
         fail(
             function,
@@ -215,17 +280,17 @@ def open_source(source: Any, function: str = "Detector") -> Source:
         matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
         if not matches:
             fail(function, "source", text, "a glob that matches images or videos")
-        return _media(matches, function, text)
+        return _media(matches, function, text, strict)
     if path.is_dir():
-        return _media(sorted(path.iterdir()), function, text)
+        return _media(sorted(path.iterdir()), function, text, strict)
     if not path.is_file():
         fail(function, "source", text, "an existing file, folder, glob or camera index")
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return Video(text, function)
     if suffix in LIST_SUFFIXES:
-        return _list_file(path, function)
-    return Images([text], text)
+        return _list_file(path, function, strict)
+    return Images([text], text, function, strict)
 
 
 def read_ahead(frames: Iterable[Frame], depth: int) -> Iterator[Frame]:
@@ -287,6 +352,7 @@ def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
 __all__ = [
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
+    "CorruptImageWarning",
     "Frame",
     "Source",
     "batched",
