@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ pytest.importorskip("torch")
 pytest.importorskip("pycocotools")
 
 import fastdet
+from fastdet.zoo.info import RandomWeightsWarning
 
 
 def test_bench_command_writes_every_report(tmp_path, monkeypatch, capsys):
@@ -41,8 +43,15 @@ def test_bench_command_writes_every_report(tmp_path, monkeypatch, capsys):
             str(tmp_path / "report"),
         ]
     )
-    assert args.run(args) == 0
-    out = capsys.readouterr().out
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert args.run(args) == 0
+    printed = capsys.readouterr()
+    out = printed.out
+    # random weights: one note for the run (both jobs), no warning per model
+    assert not [w for w in caught if issubclass(w.category, RandomWeightsWarning)]
+    notes = [line for line in printed.err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: damo-yolo-ns ran with seeded random")
     lines = out.splitlines()
     header = [
         c.strip()
