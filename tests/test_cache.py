@@ -57,6 +57,11 @@ def test_a_corrupt_entry_is_reported_and_removed(tmp_path: Path) -> None:
         assert not valid_entry(entry)
     assert not entry.exists()
     assert not valid_entry(tmp_path / "missing.onnx")
+    # an entry with no hash beside it (an older fastdet's) is made again, saying why
+    atomic_write(entry, b"a" * 1000)
+    with pytest.warns(CacheWarning, match=r"model.onnx has no recorded content hash"):
+        assert not valid_entry(entry)
+    assert not entry.exists()
 
 
 def test_a_truncated_cached_export_is_made_again(tmp_path: Path, monkeypatch) -> None:

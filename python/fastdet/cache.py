@@ -136,14 +136,16 @@ def valid_entry(path: Path) -> bool:
         return False
     try:
         recorded = _digest_path(path).read_text().strip()
-        intact = recorded == file_sha256(path)
     except OSError:
-        intact = False
+        recorded = None
+    intact = recorded is not None and recorded == file_sha256(path)
     if not intact:
-        warnings.warn(
-            CacheWarning(f"cached file {path} is corrupt or truncated; making it again"),
-            stacklevel=3,
+        problem = (
+            "is corrupt or truncated"
+            if recorded is not None
+            else "has no recorded content hash (made by an older fastdet, or its writer was killed)"
         )
+        warnings.warn(CacheWarning(f"cached file {path} {problem}; making it again"), stacklevel=3)
         with contextlib.suppress(OSError):
             path.unlink()
     return intact
