@@ -146,6 +146,7 @@ def valid_entry(path: Path) -> bool:
             else "has no recorded content hash (made by an older fastdet, or its writer was killed)"
         )
         warnings.warn(CacheWarning(f"cached file {path} {problem}; making it again"), stacklevel=3)
-        with contextlib.suppress(OSError):
-            path.unlink()
+        for stale in (path, _digest_path(path)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
     return intact
