@@ -124,3 +124,48 @@ def test_postprocess_any_outputs(batch, rows, num_classes, seed, conf, multi, fm
         assert (detections.boxes >= 0).all()
         assert (detections.boxes[:, 0::2] <= w).all()
         assert (detections.boxes[:, 1::2] <= h).all()
+
+
+@FUZZ
+@given(
+    rows=st.integers(1, 300),
+    num_classes=st.integers(1, 12),
+    seed=st.integers(0, 2**32 - 1),
+    poisoned=st.integers(1, 5),
+    column=st.sampled_from(["score", "box"]),
+    fmt=st.sampled_from(["yolov7", "damo"]),
+)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_postprocess_nan_outputs(rows, num_classes, seed, poisoned, column, fmt):
+    """NaN where the official pipeline reads a score is always refused, never "nothing found":
+    YOLOv7's objectness of every row and the class scores of rows whose objectness passes (the
+    official code reads no others), every DAMO-YOLO score. NaN in a box is refused exactly when
+    its row is a candidate (a score above conf)."""
+    rng = np.random.default_rng(seed)
+    _, transforms = fastdet.preprocess([np.zeros((40, 50, 3), np.uint8)], 64)
+    boxes = rng.normal(32, 20, (1, rows, 4)).astype(np.float32)
+    scores = rng.random((1, rows, num_classes + (1 if fmt == "yolov7" else 0))).astype(np.float32)
+    conf = 0.25
+    target = boxes if column == "box" else scores
+    for _ in range(poisoned):
+        target[0, rng.integers(rows), rng.integers(target.shape[2])] = np.nan
+    if fmt == "yolov7":
+        outputs = [np.concatenate([boxes, scores], axis=2)]
+        objectness = scores[0, :, 0]
+        read = np.isnan(objectness) | (objectness > conf)  # rows whose class scores are read
+        classes_read = np.where(read[:, None], scores[0, :, 1:], 0)
+        scores_read = np.concatenate([objectness[:, None], classes_read], axis=1)
+        candidate = objectness > conf
+    else:
+        outputs = [scores, boxes]
+        scores_read = scores[0]
+        candidate = (scores[0] > conf).any(axis=1)
+    refused = bool(np.isnan(scores_read).any() or np.isnan(boxes[0][candidate]).any())
+    try:
+        (detections,) = fastdet.postprocess(outputs, fmt, transforms, conf=conf, iou=0.5)
+    except ValueError as error:
+        assert refused, error
+        assert "non-finite" in str(error), error
+    else:
+        assert not refused, "NaN where a score or a candidate's box is read must be refused"
+        assert np.isfinite(detections.boxes).all() and np.isfinite(detections.scores).all()
