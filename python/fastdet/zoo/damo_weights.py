@@ -7,12 +7,15 @@ identity BN (rbr_identity). They are reparameterised here as RepConv.switch_to_d
 (D:damo/base_models/core/ops.py), with the official BatchNorm eps of 1e-3. Checkpoints released
 before 2023-03 ('legacy' ZeroHead) have num_classes + 1 class channels: the last is dropped, as
 the official head does. Already deployed state dicts load as they are.
+
+The file is read by checkpoint_reader's restricted unpickler, within this variant's limits
+(nothing larger than the model could need is allocated), and refused when its weights hold NaN
+or inf.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastdet.zoo.checkpoint_reader import (
+    CheckpointLimits,
+    brief,
+    checkpoint_error,
+    open_checkpoint,
+    refuse_non_finite,
+)
 from fastdet.zoo.damo_layers import BN_EPS, RepConv
 from fastdet.zoo.info import ModelInfo
 
@@ -72,10 +82,12 @@ def to_deploy(
     state: Mapping[str, torch.Tensor], model: nn.Module, num_classes: int
 ) -> dict[str, torch.Tensor]:
     """A training-form (or deploy-form) official state dict in the model's deploy form: RepConv
-    branches reparameterised, a legacy extra class channel dropped. Keys it cannot place are
-    left for the caller's check to report."""
+    branches reparameterised, a legacy extra class channel dropped. Keys it cannot place (a
+    RepConv in both forms included) are left for the caller's check to report."""
     state = dict(state)
     for prefix in _repconv_prefixes(model):
+        if f"{prefix}.rbr_reparam.weight" in state or f"{prefix}.rbr_reparam.bias" in state:
+            continue  # deployed already: training branches beside it are unexpected keys
         dense = {k: state.get(f"{prefix}.rbr_dense.{k}") for k in _branch_keys()}
         pointwise = {k: state.get(f"{prefix}.rbr_1x1.{k}") for k in _branch_keys()}
         if any(v is None for v in (*dense.values(), *pointwise.values())):
@@ -104,13 +116,6 @@ def _branch_keys() -> tuple[str, ...]:
     return ("conv.weight", *(f"bn.{field}" for field in _BN_FIELDS))
 
 
-def _short(error: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch bolds some advice
-    text = text.splitlines()[0] if text else ""
-    text = text if len(text) <= 160 else text[:157] + "..."
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def _listing(keys: list[str], limit: int = 5) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -128,12 +133,12 @@ def _state_dict(obj: Any, where: str, expected: str) -> dict[str, torch.Tensor]:
         or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         found = (
-            f"a dict with keys {_listing([repr(k) for k in obj])}"
+            f"a dict with keys {_listing([brief(k) for k in obj])}"
             if isinstance(obj, Mapping)
             else f"a {type(obj).__name__}"
         )
-        raise ValueError(
-            f"{_FUNCTION}: {where} holds no state dict: expected {expected}, found {found}"
+        raise checkpoint_error(
+            _FUNCTION, where, f"holds no state dict: expected {expected}, found {found}"
         )
     state = dict(obj)
     if all(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel
@@ -150,16 +155,18 @@ def load_weights(model: nn.Module, info: ModelInfo, path: str | os.PathLike[str]
         f"an official DAMO-YOLO {info.name} checkpoint (a state dict, or a dict holding it "
         "under 'model')"
     )
-    if not os.path.isfile(where):
-        raise FileNotFoundError(f"{_FUNCTION}: path must be an existing file, got {where!r}")
+    obj = open_checkpoint(where, _FUNCTION, expected).load(CheckpointLimits.of(info.name, model))
+    state = _state_dict(obj, where, expected)
+    refuse_non_finite(state, _FUNCTION, where)
     try:
-        obj = torch.load(where, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{_FUNCTION}: {where} could not be read as a PyTorch checkpoint ({_short(error)}); "
-            f"expected {expected}"
-        ) from error
-    state = to_deploy(_state_dict(obj, where, expected), model, info.num_classes)
+        state = to_deploy(state, model, info.num_classes)
+    except (RuntimeError, IndexError) as error:  # branches whose shapes do not fit together
+        raise checkpoint_error(
+            _FUNCTION,
+            where,
+            f"holds RepConv branches whose shapes do not fit together ({type(error).__name__}: "
+            f"{(str(error).splitlines() or [''])[0][:160]}); expected {expected}",
+        ) from None
     reference = model.state_dict()
     missing = [k for k in reference if k not in state and not k.endswith(_OPTIONAL_SUFFIXES)]
     unexpected = [k for k in state if k not in reference]
@@ -176,16 +183,16 @@ def load_weights(model: nn.Module, info: ModelInfo, path: str | os.PathLike[str]
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatches ({_listing(mismatched, 3)})")
     if problems:
-        raise ValueError(
-            f"{_FUNCTION}: {where} does not hold DAMO-YOLO {info.name} weights: "
+        raise checkpoint_error(
+            _FUNCTION,
+            where,
+            f"does not hold DAMO-YOLO {info.name} weights: "
             + "; ".join(problems)
-            + f"; expected {expected}"
+            + f"; expected {expected}",
         )
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(
-            f"{_FUNCTION}: {where} holds non-finite values in {_listing(bad)}; expected {expected}"
-        )
+    refuse_non_finite(
+        state, _FUNCTION, where, " once reparameterised (is a BatchNorm running_var negative?)"
+    )
     for key, value in reference.items():
         state.setdefault(key, value)
     model.load_state_dict(state, strict=True)

@@ -3,9 +3,10 @@
 An official .pt file is torch.save's zip archive whose data.pkl pickles a whole training-form
 model (models.yolo.Model with Conv + BatchNorm, RepConv branches, IDetect/IAuxDetect and implicit
 layers). Unpickling it with pickle or torch.load(weights_only=False) would import the official
-code and could run anything a pickle names. Here a restricted unpickler rebuilds only tensors,
-their storages and inert records of module state, and refuses every other global; the records are
-then fused into the deploy form's state dict exactly as the official Model.fuse() does:
+code and could run anything a pickle names. Here the restricted unpickler of checkpoint_reader
+(tensors checked against the variant's sizes before anything is allocated) is extended with inert
+records of module state, and refuses every other global; the records are then fused into the
+deploy form's state dict exactly as the official Model.fuse() does:
 
 - Conv: BatchNorm folded into the convolution (w * g / s, b' = beta + (b - mean) * g / s,
   s = sqrt(var + eps)), eps taken from each BatchNorm record (the official initialize_weights
@@ -20,48 +21,33 @@ then fused into the deploy form's state dict exactly as the official Model.fuse(
 
 from __future__ import annotations
 
-import collections
-import importlib
-import io
-import math
+import functools
 import os
-import pickle
 import re
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from fastdet.zoo.checkpoint_reader import (
+    CheckpointArchive,
+    CheckpointError,
+    CheckpointLimits,
+    Refused,
+    RestrictedUnpickler,
+    checkpoint_error,
+    open_checkpoint,
+    refuse_non_finite,
+)
+
 _WHERE = "yolov7.load_weights"
+_EXPECTED = "a YOLOv7 checkpoint written by torch.save (a zip archive with data.pkl)"
 # The official initialize_weights() sets eps = 1e-3 on every BatchNorm2d; used for plain state
 # dicts, which do not record eps.
 DEFAULT_BN_EPS = 1e-3
 _DETECT_CLASSES = ("Detect", "IDetect", "IAuxDetect")
 # Namespaces whose classes become inert records: the official model code and torch.nn modules.
 _RECORD_MODULES = re.compile(r"^(models(\.\w+)*|torch\.nn\.modules(\.\w+)*|utils\.activations)$")
-_STORAGE_DTYPES = {
-    "DoubleStorage": torch.float64,
-    "FloatStorage": torch.float32,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
-    "UntypedStorage": torch.uint8,
-}
-
-
-class CheckpointError(ValueError):
-    """A file that is not a loadable YOLOv7 checkpoint (corrupt, foreign or refused)."""
-
-
-class _Refused(Exception):
-    """Raised inside the unpickler; becomes a CheckpointError naming the file."""
 
 
 class Record:
@@ -108,200 +94,50 @@ class MethodRef:
     name: str
 
 
-@dataclass(frozen=True)
-class _StorageType:
-    dtype: torch.dtype
-
-
 def _getattr(obj: Any, name: Any) -> MethodRef:
     if not isinstance(obj, Record) or not isinstance(name, str):
-        raise _Refused(f"getattr on a {type(obj).__name__}")
+        raise Refused(f"it calls getattr on a {type(obj).__name__}")
     return MethodRef(type(obj).pickled_as, name)
 
 
-def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
-    # Protocol 2 pickles bytes as _codecs.encode(str, 'latin1').
-    if not isinstance(text, str) or encoding != "latin1":
-        raise _Refused(f"_codecs.encode with {encoding!r}")
-    return text.encode("latin1")
+class _Unpickler(RestrictedUnpickler):
+    """The restricted unpickler plus inert records of YOLOv7 and torch.nn module state."""
 
+    ALLOWED: ClassVar[str] = "tensors, storages, containers and YOLOv7 / torch.nn module state"
 
-def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> torch.Tensor:
-    if not isinstance(storage, torch.Tensor) or storage.dim() != 1:
-        raise pickle.UnpicklingError("a tensor without a storage")
-    size, stride = tuple(size), tuple(stride)
-    if not all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride)):
-        raise pickle.UnpicklingError(f"bad tensor geometry {size} {stride} +{offset}")
-    if len(size) != len(stride):
-        raise pickle.UnpicklingError(f"bad tensor geometry {size} {stride}")
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
-    if math.prod(size) and last >= len(storage):
-        raise pickle.UnpicklingError(f"tensor {size} {stride} +{offset} outside its storage")
-    if not math.prod(size) and offset > len(storage):
-        raise pickle.UnpicklingError(f"tensor offset {offset} outside its storage")
-    return storage.as_strided(size, stride, offset)
-
-
-def _rebuild_parameter(data: Any, *_rest: Any) -> torch.Tensor:
-    if not isinstance(data, torch.Tensor):
-        raise pickle.UnpicklingError("a parameter without a tensor")
-    return data
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    # Training checkpoints pickle best_fitness as a numpy array (train.py); numpy 1 pickles name
-    # numpy.core.multiarray, numpy 2 numpy._core.multiarray.
-    import numpy as np
-
-    try:
-        multiarray: Any = importlib.import_module("numpy._core.multiarray")
-    except ImportError:  # numpy 1
-        multiarray = importlib.import_module("numpy.core.multiarray")
-    found: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-    }
-    for home in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        found[(home, "_reconstruct")] = multiarray._reconstruct
-        found[(home, "scalar")] = multiarray.scalar
-    return found
-
-
-_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "getattr"): _getattr,
-    ("_codecs", "encode"): _latin1,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch", "Size"): torch.Size,
-    ("torch", "device"): torch.device,
-    **_numpy_globals(),
-}
-_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
-
-
-class _Unpickler(pickle._Unpickler):  # the pure-Python unpickler lets BUILD be restricted too
-    """Rebuilds tensors, storages, containers and inert module records; refuses the rest."""
-
-    dispatch: ClassVar[dict[int, Callable[..., None]]] = dict(pickle._Unpickler.dispatch)
-
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str) -> None:
-        super().__init__(io.BytesIO(data))
-        self._archive = archive
-        self._prefix = prefix
-        self._storages: dict[str, torch.Tensor] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        module = _PY2_MODULES.get(module, module)
-        safe = _SAFE_GLOBALS.get((module, name))
-        if safe is not None:
-            return safe
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
-        if module == "torch.storage" and name == "UntypedStorage":
-            return _StorageType(torch.uint8)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
+    def find_extra(self, module: str, name: str) -> Any:
+        if (module, name) == ("builtins", "getattr"):
+            return _getattr
         if _RECORD_MODULES.match(module) and name.isidentifier() and not name.startswith("_"):
             return _record_class(module, name)
-        raise _Refused(f"global '{module}.{name}'")
+        return None
 
-    def persistent_load(self, pid: Any) -> Any:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.80}")
-        _, kind, key, _location, numel = pid
-        if not isinstance(kind, _StorageType) or not isinstance(numel, int):
-            raise pickle.UnpicklingError(f"bad storage reference {pid!r:.80}")
-        if not isinstance(key, str) or not key.isalnum():
-            raise pickle.UnpicklingError(f"bad storage key {key!r:.40}")
-        if key in self._storages:
-            return self._storages[key]
-        name = f"{self._prefix}/data/{key}"
-        try:
-            entry = self._archive.getinfo(name)
-        except KeyError:
-            raise pickle.UnpicklingError(f"storage {name} is missing") from None
-        itemsize = torch.empty((), dtype=kind.dtype).element_size()
-        if entry.file_size != numel * itemsize:
-            raise pickle.UnpicklingError(
-                f"storage {name} holds {entry.file_size} bytes, expected {numel} x {itemsize}"
-            )
-        raw = bytearray(self._archive.read(name))
-        flat = torch.frombuffer(raw, dtype=kind.dtype) if raw else torch.empty(0, dtype=kind.dtype)
-        self._storages[key] = flat
-        return flat
-
-    def _load_build(self) -> None:
-        stack: list[Any] = self.stack  # type: ignore[attr-defined]
-        state = stack.pop()
-        inst = stack[-1]
+    def build_extra(self, inst: Any, state: Any) -> bool:
         if isinstance(inst, Record):
             inst.__setstate__(state)
-            return
-        if type(inst) is collections.OrderedDict and isinstance(state, dict):
-            inst.__dict__.update({str(k): v for k, v in state.items()})  # state_dict _metadata
-            return
-        if type(inst).__module__.split(".")[0] == "numpy" and hasattr(inst, "__setstate__"):
-            inst.__setstate__(state)  # ndarray / dtype state
-            return
-        raise _Refused(f"setting the state of a {type(inst).__name__}")
-
-    dispatch[pickle.BUILD[0]] = _load_build
+            return True
+        return False
 
 
 def _fail(path: str | os.PathLike[str], what: str) -> CheckpointError:
-    return CheckpointError(f"{_WHERE}: {os.fspath(path)!r} {what}")
+    return checkpoint_error(_WHERE, path, what)
 
 
-# A legacy (torch < 1.6) file starts with a pickled magic number: PROTO 2, LONG1 of 10 bytes.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0a"
+def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointArchive:
+    """Checks that path is a torch.save archive; deploy_state_dict unpickles it within the
+    limits of the variant it is loaded into (nothing is allocated before that)."""
+    return open_checkpoint(path, _WHERE, _EXPECTED)
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Any:
-    """Unpickles a torch.save zip archive with the restricted unpickler."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{_WHERE}: no such file {os.fspath(path)!r}")
-    if os.path.isdir(path):
-        raise _fail(path, "is a directory, expected a YOLOv7 .pt checkpoint file")
-    expected = "expected a YOLOv7 checkpoint written by torch.save (a zip archive with data.pkl)"
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        with open(path, "rb") as f:
-            head = f.read(len(_LEGACY_MAGIC))
-        if head == _LEGACY_MAGIC:
-            raise _fail(
-                path, "is in the legacy (torch < 1.6) format; re-save it with a newer torch"
-            ) from None
-        raise _fail(
-            path, f"is not a zip archive (truncated, corrupt or foreign): {expected}"
-        ) from None
-    with archive:
-        pickles = [n for n in archive.namelist() if re.fullmatch(r"[^/]+/data\.pkl", n)]
-        if len(pickles) != 1:
-            raise _fail(path, f"has {len(pickles)} data.pkl entries: {expected}")
-        prefix = pickles[0].split("/")[0]
-        order = f"{prefix}/byteorder"
-        if order in archive.namelist() and archive.read(order).strip() not in (b"little", b""):
-            raise _fail(path, "was written on a big-endian machine, which is not supported")
-        try:
-            return _Unpickler(archive.read(pickles[0]), archive, prefix).load()
-        except _Refused as refused:
-            raise _fail(
-                path,
-                f"was refused: it names {refused} (a checkpoint may only hold tensors, storages, "
-                "containers and YOLOv7 / torch.nn module state)",
-            ) from None
-        except CheckpointError:
-            raise
-        except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-            raise _fail(path, f"is truncated or corrupt ({type(e).__name__}: {e})") from None
-        except (KeyError, IndexError, AttributeError, RuntimeError, OverflowError) as e:
-            raise _fail(path, f"is truncated or corrupt ({type(e).__name__}: {e})") from None
+@functools.cache
+def variant_limits(variant: str) -> CheckpointLimits:
+    """What a checkpoint of `variant` may declare, from its deploy model's tensors (built on the
+    meta device: shapes only)."""
+    from fastdet.zoo.flops import meta_model
+    from fastdet.zoo.info import info
+    from fastdet.zoo.yolov7 import build_model
+
+    return CheckpointLimits.of(variant, meta_model(lambda: build_model(info(variant))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,8 +201,11 @@ def _walk(record: Record, prefix: str, flat: _Flat, above: set[int], path: Any) 
                 continue
             if not isinstance(tensor, torch.Tensor):
                 raise _fail(path, f"has a non-tensor {prefix}{name}")
-            if not name.endswith("num_batches_tracked"):
-                flat.tensors[prefix + name] = tensor
+            if name.endswith("num_batches_tracked"):
+                continue
+            if prefix + name in flat.tensors:
+                raise _fail(path, f"holds two tensors named {prefix}{name}")
+            flat.tensors[prefix + name] = tensor
     kind = record.short_name()
     if kind.startswith("BatchNorm"):
         flat.bn_eps[prefix.rstrip(".")] = float(state.get("eps", 1e-5))
@@ -407,10 +246,16 @@ _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
 def deploy_state_dict(
-    obj: Any, variant: str, detect_index: int, path: str | os.PathLike[str]
+    source: CheckpointArchive, variant: str, detect_index: int, path: str | os.PathLike[str]
 ) -> dict[str, torch.Tensor]:
-    """The deploy-form state dict (fp32) of an unpickled checkpoint: fused, with the detection
-    layer at `detect_index` (where `variant` has it)."""
+    """The deploy-form state dict (fp32) of a checkpoint from read_checkpoint: unpickled within
+    `variant`'s limits, its tensors checked for NaN and inf, fused, with the detection layer at
+    `detect_index` (where `variant` has it)."""
+    if not isinstance(source, CheckpointArchive):
+        raise TypeError(
+            f"deploy_state_dict: source must be what read_checkpoint returns, got {type(source)}"
+        )
+    obj = source.load(variant_limits(variant), _Unpickler)
     try:
         return _deploy_state_dict(obj, variant, detect_index, path)
     except CheckpointError:
@@ -423,6 +268,7 @@ def _deploy_state_dict(
     obj: Any, variant: str, detect_index: int, path: str | os.PathLike[str]
 ) -> dict[str, torch.Tensor]:
     flat = _flatten(obj, path)
+    refuse_non_finite(flat.tensors, _WHERE, path)
     sd = _Float64View(flat.tensors)
     used: set[str] = set()
     out = _Float32Dict()
@@ -449,6 +295,8 @@ def _deploy_state_dict(
                 out[f"{p}.conv.bias"] = torch.zeros(len(weight)) if bias is None else bias
             elif key.endswith(".rbr_dense.0.weight"):  # RepConv, training form
                 p = key[: -len(".rbr_dense.0.weight")]
+                if f"{p}.rbr_reparam.weight" in sd:
+                    raise _fail(path, f"holds both the training and the fused form of {p}")
                 out[f"{p}.rbr_reparam.weight"], out[f"{p}.rbr_reparam.bias"] = _repconv(sd, p, eps)
                 used.update(
                     [f"{p}.rbr_dense.0.weight", f"{p}.rbr_1x1.0.weight"]
@@ -472,6 +320,7 @@ def _deploy_state_dict(
         shown = ", ".join(left[:5]) + (f" (+{len(left) - 5} more)" if len(left) > 5 else "")
         raise _fail(path, f"holds tensors of no YOLOv7 layer: {shown}")
     auxiliary = any(k.startswith(f"{head}.m2.") for k in sd)
+    refuse_non_finite(out, _WHERE, path, " once fused (is a BatchNorm running_var negative?)")
     return _move_head(out, head, variant, detect_index, auxiliary, path)
 
 
@@ -548,4 +397,11 @@ def _move_head(
     return moved
 
 
-__all__ = ["DEFAULT_BN_EPS", "CheckpointError", "Record", "deploy_state_dict", "read_checkpoint"]
+__all__ = [
+    "DEFAULT_BN_EPS",
+    "CheckpointError",
+    "Record",
+    "deploy_state_dict",
+    "read_checkpoint",
+    "variant_limits",
+]
