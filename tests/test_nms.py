@@ -6,6 +6,10 @@ index first).
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
+
 import fastdet
 import numpy as np
 import pytest
@@ -209,3 +213,255 @@ def small_problems(draw):
 def test_matches_reference_on_small_integer_boxes(problem):
     boxes, scores, classes, iou, max_det = problem
     check(boxes, scores, iou, classes, max_det)
+
+
+# --------------------------------------------------------------------------------------------
+# Large inputs. Once many boxes are kept, nms_cpu indexes the undecided boxes (nms.h); these
+# inputs keep many boxes, so they run that path, which must keep exactly what the greedy
+# definition keeps.
+# --------------------------------------------------------------------------------------------
+
+
+def assert_greedy_on_sample(boxes, scores, iou, keep, rng, classes=None, size=800):
+    """Checks greedy NMS's definition on a sample of kept and of dropped boxes.
+
+    A box is kept exactly when no box kept before it (higher score; ties, lower index) of its
+    class has a float32 IoU above the threshold with it, computed as nms_reference computes it.
+    Holding for every box, this makes `keep` the greedy result (induction on the score order);
+    a sample checks it in O(sample * kept) instead of the reference's O(n * kept).
+    """
+    boxes = np.asarray(boxes, np.float32)
+    n = len(boxes)
+    keep = np.asarray(keep)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(-scores.astype(np.float64), kind="stable")] = np.arange(n)
+    kept_rank = rank[keep]
+    assert np.all(np.diff(kept_rank) > 0), "kept indices are not in score order"
+    kept = np.zeros(n, bool)
+    kept[keep] = True
+    k1, k2, k3, k4 = (np.ascontiguousarray(boxes[keep, j]) for j in range(4))
+    k_area = (k3 - k1) * (k4 - k2)
+    dropped = np.flatnonzero(~kept)
+    sample = np.concatenate(
+        [rng.choice(keep, min(size, len(keep)), replace=False), keep[:50]]
+        + ([rng.choice(dropped, min(size, len(dropped)), replace=False)] if len(dropped) else [])
+    )
+    threshold = np.float32(iou)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for b in sample:
+            before = np.searchsorted(kept_rank, rank[b])
+            x1, y1, x2, y2 = boxes[b]
+            w = np.maximum(np.float32(0), np.minimum(k3[:before], x2) - np.maximum(k1[:before], x1))
+            h = np.maximum(np.float32(0), np.minimum(k4[:before], y2) - np.maximum(k2[:before], y1))
+            inter = w * h
+            hit = inter / (k_area[:before] + (x2 - x1) * (y2 - y1) - inter) > threshold
+            if classes is not None:
+                hit &= classes[keep[:before]] == classes[b]
+            assert hit.any() != kept[b], f"box {b} (rank {rank[b]}) kept={kept[b]}"
+
+
+@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
+@pytest.mark.parametrize("iou", [0.45, 0.7])
+def test_300k_random_boxes_follow_the_greedy_definition(rng, iou, with_classes):
+    n = 300_000
+    boxes = random_boxes(rng, n)
+    scores = rng.uniform(size=n).astype(np.float32)
+    classes = rng.integers(0, 80, size=n).astype(np.int32) if with_classes else None
+    keep = fastdet.nms(boxes, scores, iou, classes=classes)
+    assert_greedy_on_sample(boxes, scores, iou, keep, rng, classes)
+
+
+def disjoint_grid(rng, side, pitch=2.0):
+    """side * side unit boxes `pitch` apart (no two overlap), in random order."""
+    i = np.arange(side * side)
+    x, y = (i % side) * pitch, (i // side) * pitch
+    return np.stack([x, y, x + 1, y + 1], axis=1).astype(np.float32)[rng.permutation(len(i))]
+
+
+def test_million_disjoint_boxes_are_all_kept(rng):
+    boxes = disjoint_grid(rng, 1000)
+    scores = rng.uniform(size=len(boxes)).astype(np.float32)
+    scores[::7] = 0.5  # ties: lower index first
+    keep = fastdet.nms(boxes, scores, 0.5)
+    assert_same_keep(keep, np.argsort(-scores.astype(np.float64), kind="stable"))
+
+
+def test_disjoint_pairs_keep_the_better_box_of_each_pair(rng):
+    """200k pairs: each box has a twin (IoU > 0.5) and no other neighbour, so the greedy result is
+    the higher-scoring box of every pair (ties: the lower index), in score order."""
+    base = disjoint_grid(rng, 450, pitch=4.0)
+    m = len(base)
+    twin = base + rng.uniform(-0.1, 0.1, size=base.shape).astype(np.float32)
+    boxes = np.concatenate([base, twin])
+    scores = rng.integers(0, 1000, size=2 * m).astype(np.float32) / 1000
+    pair = np.arange(2 * m) % m
+    first_wins = scores[:m] >= scores[m:]
+    winners = np.sort(np.where(first_wins, np.arange(m), np.arange(m) + m))
+    want = winners[np.argsort(-scores[winners].astype(np.float64), kind="stable")]
+    assert_same_keep(fastdet.nms(boxes, scores, 0.5), want)
+    assert_same_keep(fastdet.nms(boxes, scores, 0.5, classes=pair % 3), want)
+
+
+def exact_threshold_pairs(rng, iou, pairs=3000):
+    """Pairs in disjoint cells whose float32 IoU equals float32(iou) (kept both) or is a hair
+    above it (one kept): the thinnest margins any bound on the IoU can meet."""
+    inter, union = {0.3: (3, 10), 0.45: (9, 20), 0.5: (1, 2), 0.6: (3, 5)}[iou]
+    scale = rng.integers(1, 5, size=pairs).astype(np.float32)
+    i = np.arange(pairs)
+    x, y = (i % 60) * 100.0, (i // 60) * 10.0
+    a = np.stack([x, y, x + union * scale, y + 1], axis=1)
+    b = np.stack([x + (union - inter) * scale, y, x + union * scale, y + 1], axis=1)
+    b[::2, 0] -= 0.01  # a hair more overlap: suppressed
+    return np.concatenate([a, b]).astype(np.float32)
+
+
+@pytest.mark.parametrize("iou", [0.3, 0.45, 0.5, 0.6])
+def test_iou_equal_to_threshold_on_large_inputs(rng, iou):
+    boxes = exact_threshold_pairs(rng, iou)
+    scores = rng.uniform(size=len(boxes)).astype(np.float32)
+    keep = check(boxes, scores, iou)
+    assert 4000 < len(keep) < 6000
+
+
+def _log_sized(rng, n):
+    xy = rng.uniform(0, 1000, (n, 2))
+    wh = np.exp(rng.uniform(np.log(0.5), np.log(400), (n, 2)))
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+
+
+def _degenerate(rng, n):
+    boxes = random_boxes(rng, n, extent=200.0)
+    boxes[::3, 2] = boxes[::3, 0]  # zero width
+    boxes[1::5, 3] = boxes[1::5, 1]  # zero height
+    boxes[2::7] = boxes[2::7][:, [2, 1, 0, 3]]  # negative width, negative area
+    boxes[3::11] = boxes[3::11][:, [2, 3, 0, 1]]  # both sides negative: positive area
+    return boxes
+
+
+def _scaled(scale):
+    return lambda rng, n: (random_boxes(rng, n).astype(np.float64) * scale).astype(np.float32)
+
+
+def _overflowing(rng, n):
+    """Half the boxes near 1e38, where areas and unions overflow float32."""
+    boxes = random_boxes(rng, n)
+    boxes[::2] *= np.float32(3e35)
+    return boxes
+
+
+def _tiny(rng, n):
+    """Sides near 1e-20: areas far below float32's normal range (subnormal or zero)."""
+    boxes = random_boxes(rng, n)
+    boxes[::3] *= np.float32(1e-20)
+    boxes[1::3] *= np.float32(1e-18)
+    return boxes
+
+
+def _subnormal_pairs(rng, n):
+    """Pairs of boxes of area 2^-149 (the least subnormal) shifted by 0.3 to 0.55 of a width:
+    float32 rounds their intersection to 0 or to 2^-149, so their IoU is 0 or 1 whatever the
+    geometry says; no bound on the geometry may skip them."""
+    w, h = 2.0**-70, 2.0**-79
+    i = np.arange(n // 2)
+    x, y = (i % 60) * 4 * w, (i // 60) * 4 * h
+    a = np.stack([x, y, x + w, y + h], axis=1)
+    shift = rng.choice([0.3, 0.4, 0.45, 0.55], size=len(i)) * w
+    b = a + np.stack([shift, 0 * shift, shift, 0 * shift], axis=1)
+    return np.concatenate([a, b]).astype(np.float32)
+
+
+def _full_range(rng, n):
+    corners = rng.uniform(-3e38, 3e38, size=(n, 4)).astype(np.float32)
+    return np.concatenate(
+        [np.minimum(corners[:, :2], corners[:, 2:]), np.maximum(corners[:, :2], corners[:, 2:])],
+        axis=1,
+    )
+
+
+def _offset(rng, n):
+    """Boxes near 1e7, where float32 steps are a whole pixel."""
+    return random_boxes(rng, n) + np.float32(1e7)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(_log_sized, id="log-sized"),
+        pytest.param(_degenerate, id="degenerate"),
+        pytest.param(_scaled(1e-12), id="scale-1e-12"),
+        pytest.param(_scaled(1e30), id="scale-1e30"),
+        pytest.param(_overflowing, id="overflowing-areas"),
+        pytest.param(_tiny, id="tiny-areas"),
+        pytest.param(_subnormal_pairs, id="subnormal-areas"),
+        pytest.param(_full_range, id="full-float-range"),
+        pytest.param(_offset, id="offset-1e7"),
+    ],
+)
+@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
+def test_large_unusual_inputs(rng, make, with_classes):
+    n = 6000
+    boxes = make(rng, n)
+    scores = rng.uniform(size=n).astype(np.float32)
+    classes = rng.integers(0, 2, size=n).astype(np.int32) if with_classes else None
+    with np.errstate(over="ignore"):  # the reference's float32 areas overflow, as intended
+        for iou in (0.0, 0.45, 0.7):
+            check(boxes, scores, iou, classes)
+
+
+@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
+def test_heavy_suppression_then_many_kept(rng, with_classes):
+    """20000 high-scoring jitters of 16 boxes, then 12000 lower-scoring disjoint boxes: the first
+    kept boxes suppress almost all of the first set (the scans then skip those) and leave
+    thousands to keep (then an index takes over), in both classes."""
+    big = np.array([[x, 300, x + 100, 400] for x in range(0, 1600, 100)], np.float32)
+    crowd = big[rng.integers(0, 16, 20000)] + rng.uniform(-2, 2, (20000, 4)).astype(np.float32)
+    boxes = np.concatenate([crowd, disjoint_grid(rng, 110)[:12000]])
+    scores = np.concatenate([rng.uniform(0.5, 1, 20000), rng.uniform(0, 0.5, 12000)])
+    scores = scores.astype(np.float32)
+    classes = rng.integers(0, 2, len(boxes)).astype(np.int32) if with_classes else None
+    keep = check(boxes, scores, 0.5, classes)
+    assert 12000 < len(keep) < 12100
+
+
+@pytest.mark.parametrize("iou", [1e-30, 2**-21, 2**-20, 0.01])
+def test_tiny_thresholds_on_large_inputs(rng, iou):
+    boxes = random_boxes(rng, 6000)
+    check(boxes, rng.uniform(size=6000).astype(np.float32), iou)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_long_call_is_interrupted_by_sigint():
+    """Ctrl-C stops a long call with KeyboardInterrupt, and the next call works.
+
+    Identical boxes at threshold 1.0 suppress nothing (IoU 1 is not above 1) and no bound can
+    skip a pair, so the call would test all n (n - 1) / 2 = 8e10 pairs: minutes on any machine.
+    The signal comes after 0.2 s; the kernel checks for it every few milliseconds.
+    """
+    n = 400_000
+    boxes = np.tile(np.array([[0, 0, 10, 10]], np.float32), (n, 1))
+    scores = np.ones(n, np.float32)
+    main = threading.main_thread().ident
+    returned = threading.Event()
+
+    def interrupt():
+        time.sleep(0.2)
+        if not returned.is_set():
+            signal.pthread_kill(main, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    helper = threading.Thread(target=interrupt)
+    try:
+        helper.start()
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            fastdet.nms(boxes, scores, 1.0)
+            returned.set()
+        elapsed = time.perf_counter() - start
+    finally:
+        returned.set()
+        helper.join()
+        signal.signal(signal.SIGINT, previous)
+    # Not a speed check: the uninterrupted call takes minutes; 10 s only says it stopped early.
+    assert elapsed < 10.0
+    check(boxes[:3000], scores[:3000], 1.0)
+    check(random_boxes(np.random.default_rng(0), 3000), scores[:3000], 0.5)

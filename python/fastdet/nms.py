@@ -67,7 +67,9 @@ def nms(
 
     A box is suppressed when its IoU with a kept box is strictly greater than `iou_threshold`;
     boxes with zero area have IoU 0. With `classes`, boxes of different classes never suppress
-    each other (torchvision.ops.batched_nms). Computed in float32.
+    each other (torchvision.ops.batched_nms). Computed in float32. On the CPU a long call
+    (millions of boxes, most of them kept) checks for signals every few milliseconds: Ctrl-C
+    raises KeyboardInterrupt.
 
     Args:
         boxes: (n, 4) x1, y1, x2, y2, finite.

@@ -10,12 +10,21 @@
 // Greedy NMS per class equals greedy NMS over all candidates in score order where a box is tested
 // only against the kept boxes of its class; with at most max_det kept overall, the walk stops at
 // the max_det-th kept box, as the per-class lists cut to max_det and merged by score would.
+//
+// nms_cpu walks the boxes in that order and suppresses with a plain scan of the later boxes
+// after each kept one (dropping the suppressed ones from the scans once they are the majority).
+// When many boxes stay live and many are kept, which made that walk quadratic, it indexes the
+// live boxes in a k-d tree and tests a kept box only against those whose IoU with it can exceed
+// the threshold. The tree skips a box only on a bound proved for iou_above's float32 arithmetic
+// (nms_cpu.cpp), so both paths keep the same boxes in the same order, bit for bit.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#include "common/interrupt.h"
 
 #if defined(FASTDET_WITH_CUDA)
 #include "runtime/cuda_buffer.h"
@@ -34,9 +43,11 @@ struct NmsOptions {
 };
 
 // boxes: n x 4 (x1, y1, x2, y2), scores: n, classes: n or nullptr (one class); all finite.
-// Returns the kept indices, score-descending.
+// Returns the kept indices, score-descending. should_stop, when given, is asked every few
+// milliseconds of work from the calling thread; when it returns true the call throws Interrupted.
 std::vector<int64_t> nms_cpu(const float* boxes, const float* scores, const int32_t* classes,
-                             int64_t n, const NmsOptions& options);
+                             int64_t n, const NmsOptions& options,
+                             const StopCallback& should_stop = {});
 
 #if defined(FASTDET_WITH_CUDA)
 // An (n, 4) boxes / (n,) scores / (n,) classes problem in device memory, or in host memory when
