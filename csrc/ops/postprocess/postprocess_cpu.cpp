@@ -53,9 +53,14 @@ void check_finite_box(const float* box, float score, int64_t image, int64_t row)
                 ", score ", score, ")");
 }
 
-// A NaN score is a broken engine, not "nothing found": refused like an infinite one.
+// A NaN score is a broken engine, not "nothing found": refused like an infinite one. The scan
+// is a branch-free reduction (it vectorises; a NaN is the only value unequal to itself), and
+// only a row that holds a NaN is looked at again to name it.
 void check_scores_not_nan(const float* box, const float* scores, int64_t count, int64_t image,
                           int64_t row) {
+  int any_nan = 0;
+  for (int64_t k = 0; k < count; ++k) any_nan |= scores[k] != scores[k];
+  if (!any_nan) return;
   for (int64_t k = 0; k < count; ++k) {
     if (std::isnan(scores[k])) check_finite_box(box, scores[k], image, row);
   }
