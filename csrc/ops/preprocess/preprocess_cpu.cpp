@@ -117,8 +117,9 @@ void resample_float_row(const ImagePlan& plan, const PixelMap& map, int64_t dy,
 }
 
 template <typename Out>
-void process_row(const ImagePlan& plan, const PixelMap& map, const Out pad[kChannels],
-                 Out* const planes[kChannels], int64_t out_width, int64_t y, RowScratch& scratch) {
+void process_row(const ImagePlan& plan, const PixelMap& map, const float* levels,
+                 const Out pad[kChannels], Out* const planes[kChannels], int64_t out_width,
+                 int64_t y, RowScratch& scratch) {
   const Placement& place = plan.placement;
   const int64_t dy = y - place.top;
   if (dy < 0 || dy >= place.resized_height) {
@@ -144,8 +145,8 @@ void process_row(const ImagePlan& plan, const PixelMap& map, const Out pad[kChan
   if (plan.resample == Resample::OpenCV) {
     scratch.levels.resize(place.resized_width * kChannels + kLevelSlack);
     opencv_linear_row(plan.opencv, image, dy, scratch.copies, scratch.levels.data());
-    kernels.map_levels(scratch.levels.data(), place.resized_width, map.source_channel, map.scale,
-                       map.mean, map.std, resampled);
+    kernels.map_levels(scratch.levels.data(), place.resized_width, map.source_channel,
+                       levels, resampled);
   } else {
     resample_float_row(plan, map, dy, scratch, resampled);
   }
@@ -159,6 +160,13 @@ void process_row(const ImagePlan& plan, const PixelMap& map, const Out pad[kChan
 template <typename Out>
 void run_rows(const std::vector<ImagePlan>& plans, const PixelMap& map, const Out pad[kChannels],
               Out* out, int64_t height, int64_t width) {
+  // Resample::OpenCV: the output value of each 8-bit level, per output channel.
+  float levels[kChannels * 256];
+  for (int c = 0; c < kChannels; ++c) {
+    for (int v = 0; v < 256; ++v) {
+      levels[256 * c + v] = level_value(v, map.scale, map.mean[c], map.std[c]);
+    }
+  }
   const int64_t total_rows = static_cast<int64_t>(plans.size()) * height;
   const int64_t plane_size = height * width;
   parallel_for(total_rows, 8, [&](int64_t begin, int64_t end) {
@@ -171,7 +179,7 @@ void run_rows(const std::vector<ImagePlan>& plans, const PixelMap& map, const Ou
           out + (image * kChannels + 1) * plane_size + y * width,
           out + (image * kChannels + 2) * plane_size + y * width,
       };
-      process_row(plans[image], map, pad, planes, width, y, scratch);
+      process_row(plans[image], map, levels, pad, planes, width, y, scratch);
     }
   });
 }

@@ -165,49 +165,38 @@ static void opencv_halve_row(const uint8_t* __restrict a, const uint8_t* __restr
 }
 
 static void map_levels(const uint8_t* __restrict row, int64_t n, const int* source_channel,
-                       double scale, const double* mean, const double* std, float* const* out) {
+                       const float* levels, float* const* out) {
   for (int c = 0; c < 3; ++c) {
     const int k = source_channel[c];
+    const float* table = levels + 256 * c;
     float* __restrict dst = out[c];
-    const bool plain = mean[c] == 0.0 && std[c] == 1.0;  // x - 0 and x / 1 are exact: skip them
     int64_t x = 0;
 #if defined(__AVX2__)
     // Eight pixels a step: channel k's bytes of 24 gathered by two shuffles (bytes 0-15 and
-    // 8-23), widened to int32, then the double arithmetic of level_value four at a time.
+    // 8-23), widened to int32 and looked up in the channel's table.
     alignas(16) int8_t low_index[16];
     alignas(16) int8_t high_index[16];
     for (int j = 0; j < 16; ++j) low_index[j] = high_index[j] = -1;
     for (int j = 0; j < 8; ++j) {
       const int byte = 3 * j + k;
-      if (byte < 16) low_index[j] = static_cast<int8_t>(byte);
-      else high_index[j] = static_cast<int8_t>(byte - 8);
+      if (byte < 16) {
+        low_index[j] = static_cast<int8_t>(byte);
+      } else {
+        high_index[j] = static_cast<int8_t>(byte - 8);
+      }
     }
     const __m128i low_shuffle = _mm_load_si128(reinterpret_cast<const __m128i*>(low_index));
     const __m128i high_shuffle = _mm_load_si128(reinterpret_cast<const __m128i*>(high_index));
-    const __m256d vscale = _mm256_set1_pd(scale);
-    const __m256d vmean = _mm256_set1_pd(mean[c]);
-    const __m256d vstd = _mm256_set1_pd(std[c]);
     for (; x + 8 <= n; x += 8) {
       const uint8_t* p = row + 3 * x;
       const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
       const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8));
       const __m128i bytes =
           _mm_or_si128(_mm_shuffle_epi8(lo, low_shuffle), _mm_shuffle_epi8(hi, high_shuffle));
-      const __m256i ints = _mm256_cvtepu8_epi32(bytes);
-      __m256d v0 = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(ints)), vscale);
-      __m256d v1 = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(ints, 1)), vscale);
-      if (!plain) {
-        v0 = _mm256_div_pd(_mm256_sub_pd(v0, vmean), vstd);
-        v1 = _mm256_div_pd(_mm256_sub_pd(v1, vmean), vstd);
-      }
-      const __m256 values =
-          _mm256_set_m128(_mm256_cvtpd_ps(v1), _mm256_cvtpd_ps(v0));
-      _mm256_storeu_ps(dst + x, values);
+      _mm256_storeu_ps(dst + x, _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(bytes), 4));
     }
-#else
-    (void)plain;
 #endif
-    for (; x < n; ++x) dst[x] = level_value(row[3 * x + k], scale, mean[c], std[c]);
+    for (; x < n; ++x) dst[x] = table[row[3 * x + k]];
   }
 }
 

@@ -44,6 +44,8 @@ OpenCVLinearPlan make_opencv_linear_plan(const ImageView& image, int64_t dst_hei
   const int64_t row_bytes = image.width * kChannels;
   plan.offset.resize(dst_width);
   plan.weights.assign(dst_width * 8, 0);
+  plan.whole.resize(dst_width);
+  plan.whole_columns = true;
   for (int64_t x = 0; x < dst_width; ++x) {
     FixedTap tap = opencv_column_tap(x, x_step, image.width);
     if (tap.first == image.width - 1 && image.width >= 2) {
@@ -57,6 +59,9 @@ OpenCVLinearPlan make_opencv_linear_plan(const ImageView& image, int64_t dst_hei
       plan.weights[8 * x + 2 * k + 1] = static_cast<int16_t>(tap.weight_second);
     }
     if (plan.offset[x] + 16 <= row_bytes) plan.vector_end = x + 1;
+    plan.whole[x] = plan.offset[x] + (tap.weight_first == kFixedPointOne ? 0 : kChannels);
+    plan.whole_columns = plan.whole_columns && (tap.weight_first == kFixedPointOne ||
+                                                tap.weight_second == kFixedPointOne);
   }
   plan.rows.resize(dst_height);
   for (int64_t y = 0; y < dst_height; ++y) plan.rows[y] = opencv_row_tap(y, y_step, image.height);
@@ -77,11 +82,21 @@ void opencv_linear_row(const OpenCVLinearPlan& plan, const ImageView& image, int
     return;
   }
   const FixedTap& tap = plan.rows[y];
+  // A row of weight 0 adds exactly nothing: the first one is read for it (less memory traffic).
+  const int64_t second = tap.weight_second == 0 ? tap.first : tap.second;
   const uint8_t* a = image.data + tap.first * image.row_stride;
-  const uint8_t* b = image.data + tap.second * image.row_stride;
+  const uint8_t* b = image.data + second * image.row_stride;
   if (!plan.rows_are_packed) {
     a = packed_row(image, tap.first, copies.a);
-    b = packed_row(image, tap.second, copies.b);
+    b = second == tap.first ? a : packed_row(image, second, copies.b);
+  }
+  if (plan.whole_columns && tap.weight_first == kFixedPointOne) {
+    // One pixel of one row at weight 2048 x 2048: the vertical step gives the pixel back
+    // (((p * 2048) >> 4) * 2048 >> 16 = 4p, then (4p + 2) >> 2 = p).
+    for (int64_t x = 0; x < plan.dst_width; ++x) {
+      std::memcpy(out + kChannels * x, a + plan.whole[x], kChannels);
+    }
+    return;
   }
   kernels.opencv_linear_row(a, b, plan.offset.data(), plan.weights.data(), plan.vector_end,
                             plan.dst_width, tap.weight_first, tap.weight_second, out);
