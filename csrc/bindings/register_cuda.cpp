@@ -14,11 +14,11 @@
 
 #include "bindings/array_view.h"
 #include "bindings/dlpack.h"
+#include "bindings/preprocess_args.h"
 #include "bindings/register.h"
 #include "common/check.h"
 #include "ops/nms/nms.h"
 #include "ops/postprocess/postprocess.h"
-#include "bindings/preprocess_args.h"
 #include "ops/preprocess/preprocess.h"
 #include "runtime/cuda_buffer.h"
 
@@ -263,8 +263,9 @@ DeviceView device_view(const py::tuple& t) {
 // images: numpy arrays (host) or device views (ptr, (h, w, 3), byte strides, 'uint8').
 void preprocess_cuda(PreprocessCuda& op, const std::vector<py::object>& images, bool on_host,
                      const std::vector<std::array<int64_t, 4>>& placements,
-                     const py::dict& pixel_map, const std::string& resample, uintptr_t out_ptr, const std::string& out_dtype,
-                     const std::array<int64_t, 4>& out_shape, int device, uintptr_t stream) {
+                     const py::dict& pixel_map, const std::string& resample, uintptr_t out_ptr,
+                     const std::string& out_dtype, const std::array<int64_t, 4>& out_shape,
+                     int device, uintptr_t stream) {
   std::vector<ImageView> views;
   for (size_t i = 0; i < images.size(); ++i) {
     if (on_host) {
@@ -522,8 +523,8 @@ void register_cuda(py::module_& m) {
 
   m.def(
       "cuda_empty",
-      [](const std::vector<int64_t>& shape, const std::string& dtype, int device,
-         uintptr_t stream, bool stream_ordered) {
+      [](const std::vector<int64_t>& shape, const std::string& dtype, int device, uintptr_t stream,
+         bool stream_ordered) {
         int64_t n = item_type(dtype).size;
         for (int64_t s : shape) n *= s;
         auto buffer = std::make_shared<DeviceBuffer>();
@@ -588,8 +589,8 @@ void register_cuda(py::module_& m) {
   py::class_<PreprocessCuda>(m, "PreprocessCuda")
       .def(py::init<>())
       .def("run", &preprocess_cuda, py::arg("images"), py::arg("on_host"), py::arg("placements"),
-           py::arg("pixel_map"), py::arg("resample"), py::arg("out_ptr"), py::arg("out_dtype"), py::arg("out_shape"), py::arg("device"),
-           py::arg("stream"));
+           py::arg("pixel_map"), py::arg("resample"), py::arg("out_ptr"), py::arg("out_dtype"),
+           py::arg("out_shape"), py::arg("device"), py::arg("stream"));
   py::class_<NmsCuda>(m, "NmsCuda")
       .def(py::init<>())
       .def("run", &nms_cuda, py::arg("boxes"), py::arg("scores"), py::arg("classes"), py::arg("n"),

@@ -17,10 +17,14 @@ namespace {
 
 ImageView image_view(const py::array& image, const char* what) {
   FASTDET_CHECK(
-      image.dtype().is(py::dtype::of<uint8_t>()) && image.ndim() == 3 && image.shape(2) == 3,
-      what, " must be a uint8 array of shape (H, W, 3)");
-  return {static_cast<const uint8_t*>(image.data()), image.shape(0), image.shape(1),
-          image.strides(0), image.strides(1), image.strides(2)};
+      image.dtype().is(py::dtype::of<uint8_t>()) && image.ndim() == 3 && image.shape(2) == 3, what,
+      " must be a uint8 array of shape (H, W, 3)");
+  return {static_cast<const uint8_t*>(image.data()),
+          image.shape(0),
+          image.shape(1),
+          image.strides(0),
+          image.strides(1),
+          image.strides(2)};
 }
 
 void preprocess(const std::vector<py::array>& images,
@@ -29,7 +33,8 @@ void preprocess(const std::vector<py::array>& images,
   std::vector<ImageView> views;
   views.reserve(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
-    views.push_back(image_view(images[i], ("preprocess: images[" + std::to_string(i) + "]").c_str()));
+    views.push_back(
+        image_view(images[i], ("preprocess: images[" + std::to_string(i) + "]").c_str()));
   }
   std::vector<Placement> places;
   for (const auto& p : placements) places.push_back({p[0], p[1], p[2], p[3]});
@@ -67,8 +72,8 @@ py::array resize(const py::array& image, int64_t height, int64_t width,
 }  // namespace
 
 void register_preprocess(py::module_& m) {
-  m.def("preprocess", &preprocess, py::arg("images"), py::arg("placements"),
-        py::arg("pixel_map"), py::arg("resample"), py::arg("out"),
+  m.def("preprocess", &preprocess, py::arg("images"), py::arg("placements"), py::arg("pixel_map"),
+        py::arg("resample"), py::arg("out"),
         "Fused resize + pad + channel map + scale + HWC->CHW into out (validated by fastdet).");
   m.def("resize", &resize, py::arg("image"), py::arg("height"), py::arg("width"),
         py::arg("interpolation"), "cv2.resize of a uint8 BGR image, bit for bit (fastdet.resize).");

@@ -13,16 +13,16 @@ namespace fastdet {
 // The taps of one resize, computed once before its rows are processed in parallel.
 struct OpenCVLinearPlan {
   int64_t dst_width = 0;
-  bool halves = false;            // exact 2x downscale: OpenCV's 2x2 mean instead of the taps
-  bool rows_are_packed = false;   // rows can be read in place (3 bytes per pixel, width >= 2)
-  std::vector<int32_t> offset;    // per output pixel: byte of its first tap in a packed row
-  std::vector<int16_t> weights;   // per output pixel: w0, w1, w0, w1, w0, w1, 0, 0
-  int64_t vector_end = 0;         // pixels whose 16-byte read from `offset` stays in the row
+  bool halves = false;           // exact 2x downscale: OpenCV's 2x2 mean instead of the taps
+  bool rows_are_packed = false;  // rows can be read in place (3 bytes per pixel, width >= 2)
+  std::vector<int32_t> offset;   // per output pixel: byte of its first tap in a packed row
+  std::vector<int16_t> weights;  // per output pixel: w0, w1, w0, w1, w0, w1, 0, 0
+  int64_t vector_end = 0;        // pixels whose 16-byte read from `offset` stays in the row
   // Every column takes one source pixel whole (weight 2048; e.g. a 3x downscale): the byte of
   // that pixel. A row that does the same is then a copy of those pixels.
   bool whole_columns = false;
   std::vector<int32_t> whole;
-  std::vector<FixedTap> rows;     // per output row
+  std::vector<FixedTap> rows;  // per output row
 };
 
 OpenCVLinearPlan make_opencv_linear_plan(const ImageView& image, int64_t dst_height,

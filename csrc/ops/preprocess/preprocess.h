@@ -93,8 +93,8 @@ void resize_cpu(const ImageView& image, uint8_t* out, int64_t out_height, int64_
 class PreprocessCuda {
  public:
   void run(const std::vector<ImageView>& images, bool images_on_host,
-           const std::vector<Placement>& placements, const PixelMap& pixel_map,
-           Resample resample, const OutputPlanes& out, StreamHandle stream);
+           const std::vector<Placement>& placements, const PixelMap& pixel_map, Resample resample,
+           const OutputPlanes& out, StreamHandle stream);
 
  private:
   std::mutex mutex_;

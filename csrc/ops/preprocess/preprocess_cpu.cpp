@@ -51,8 +51,7 @@ struct ImagePlan {
 ImagePlan make_plan(const ImageView& image, const Placement& placement, Resample resample) {
   ImagePlan plan{image, placement, resample, {}, {}, {}, {}, {}, false, false};
   if (resample == Resample::OpenCV) {
-    plan.opencv =
-        make_opencv_linear_plan(image, placement.resized_height, placement.resized_width);
+    plan.opencv = make_opencv_linear_plan(image, placement.resized_height, placement.resized_width);
     return plan;
   }
   plan.rows_are_packed = image.pixel_stride == kChannels && image.channel_stride == 1;
@@ -95,8 +94,8 @@ void fill(T* begin, int64_t count, T value) {
   std::fill(begin, begin + count, value);
 }
 
-void resample_float_row(const ImagePlan& plan, const PixelMap& map, int64_t dy,
-                        RowScratch& scratch, float* const* resampled) {
+void resample_float_row(const ImagePlan& plan, const PixelMap& map, int64_t dy, RowScratch& scratch,
+                        float* const* resampled) {
   const PreprocessRowKernels& kernels = preprocess_row_kernels();
   const ImageView& image = plan.image;
   const Placement& place = plan.placement;
@@ -145,8 +144,8 @@ void process_row(const ImagePlan& plan, const PixelMap& map, const float* levels
   if (plan.resample == Resample::OpenCV) {
     scratch.levels.resize(place.resized_width * kChannels + kLevelSlack);
     opencv_linear_row(plan.opencv, image, dy, scratch.copies, scratch.levels.data());
-    kernels.map_levels(scratch.levels.data(), place.resized_width, map.source_channel,
-                       levels, resampled);
+    kernels.map_levels(scratch.levels.data(), place.resized_width, map.source_channel, levels,
+                       resampled);
   } else {
     resample_float_row(plan, map, dy, scratch, resampled);
   }
@@ -198,8 +197,9 @@ const PreprocessRowKernels& preprocess_row_kernels() {
 }
 
 const char* preprocess_cpu_kernels_name() {
-  return preprocess_row_kernels().blend_rows == preprocess_row_kernels_baseline().blend_rows ? "baseline"
-                                                                                  : "avx2";
+  return preprocess_row_kernels().blend_rows == preprocess_row_kernels_baseline().blend_rows
+             ? "baseline"
+             : "avx2";
 }
 
 void check_preprocess_arguments(const std::vector<ImageView>& images,

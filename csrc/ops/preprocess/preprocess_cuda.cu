@@ -83,10 +83,10 @@ __device__ __forceinline__ int opencv_level(const GpuImage& im, const FixedTap& 
   const uint8_t* b = im.data + ty.second * im.row_stride + k;
   const int64_t first = tx.first * im.pixel_stride;
   const int64_t second = tx.second * im.pixel_stride;
-  const int32_t ha = opencv_horizontal(__ldg(a + first), __ldg(a + second), tx.weight_first,
-                                       tx.weight_second);
-  const int32_t hb = opencv_horizontal(__ldg(b + first), __ldg(b + second), tx.weight_first,
-                                       tx.weight_second);
+  const int32_t ha =
+      opencv_horizontal(__ldg(a + first), __ldg(a + second), tx.weight_first, tx.weight_second);
+  const int32_t hb =
+      opencv_horizontal(__ldg(b + first), __ldg(b + second), tx.weight_first, tx.weight_second);
   return opencv_vertical(ha, hb, ty.weight_first, ty.weight_second);
 }
 

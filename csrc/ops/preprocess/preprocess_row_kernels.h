@@ -27,16 +27,16 @@ struct PreprocessRowKernels {
   // multiplies by. Pixels below vector_end may read 16 bytes from r + offset[x]; every pixel reads
   // 6 bytes there.
   void (*opencv_linear_row)(const uint8_t* a, const uint8_t* b, const int32_t* offset,
-                            const int16_t* weights, int64_t vector_end, int64_t n,
-                            int32_t weight_a, int32_t weight_b, uint8_t* out);
+                            const int16_t* weights, int64_t vector_end, int64_t n, int32_t weight_a,
+                            int32_t weight_b, uint8_t* out);
   // Resample::OpenCV on an exact 2x downscale: out[3x + k] = opencv_mean_2x2 of pixels 2x and
   // 2x + 1 of rows a and b, channel k; reads 6n bytes of each row.
   void (*opencv_halve_row)(const uint8_t* a, const uint8_t* b, int64_t n, uint8_t* out);
   // 8-bit interleaved row to channel planes through per-channel tables of 256 values:
   // out[c][x] = levels[256 * c + row[3x + source_channel[c]]]. `row` must have 32 readable bytes
   // past its last pixel.
-  void (*map_levels)(const uint8_t* row, int64_t n, const int* source_channel,
-                     const float* levels, float* const* out);
+  void (*map_levels)(const uint8_t* row, int64_t n, const int* source_channel, const float* levels,
+                     float* const* out);
   // IEEE binary16, round to nearest even.
   void (*store_half)(const float* in, uint16_t* out, int64_t n);
 };

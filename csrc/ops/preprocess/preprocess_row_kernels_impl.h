@@ -104,8 +104,8 @@ static void opencv_linear_row(const uint8_t* __restrict a, const uint8_t* __rest
     const __m256i sum = _mm256_add_epi16(_mm256_mulhi_epi16(ha, wa), _mm256_mulhi_epi16(hb, wb));
     const __m256i level = _mm256_srai_epi16(_mm256_add_epi16(sum, two), 2);
     const __m256i bytes = _mm256_packus_epi16(level, level);
-    const __m128i pixels = _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes),
-                                              _mm256_extracti128_si256(bytes, 1));
+    const __m128i pixels =
+        _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1));
     const __m128i packed = _mm_shuffle_epi8(pixels, gather12);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 3 * x), packed);
     const int32_t last = _mm_cvtsi128_si32(_mm_srli_si128(packed, 8));
@@ -133,8 +133,8 @@ static void opencv_halve_row(const uint8_t* __restrict a, const uint8_t* __restr
 #if defined(__AVX2__)
   // Four output pixels a step, two per lane: the bytes of each horizontal pair made adjacent,
   // added pairwise to int16 by maddubs, both rows summed, then (sum + 2) >> 2.
-  const __m256i pairs = _mm256_setr_epi8(0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11, -1, -1, -1, -1,
-                                         0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11, -1, -1, -1, -1);
+  const __m256i pairs = _mm256_setr_epi8(0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11, -1, -1, -1, -1, 0, 3,
+                                         1, 4, 2, 5, 6, 9, 7, 10, 8, 11, -1, -1, -1, -1);
   const __m128i gather12 = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, -1, -1, -1, -1);
   const __m256i ones = _mm256_set1_epi8(1);
   const __m256i two = _mm256_set1_epi16(2);
@@ -144,12 +144,13 @@ static void opencv_halve_row(const uint8_t* __restrict a, const uint8_t* __restr
                                            reinterpret_cast<const __m128i*>(a + 6 * x));
     const __m256i rb = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b + 6 * x + 12),
                                            reinterpret_cast<const __m128i*>(b + 6 * x));
-    const __m256i sum = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_shuffle_epi8(ra, pairs), ones),
-                                         _mm256_maddubs_epi16(_mm256_shuffle_epi8(rb, pairs), ones));
+    const __m256i sum =
+        _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_shuffle_epi8(ra, pairs), ones),
+                         _mm256_maddubs_epi16(_mm256_shuffle_epi8(rb, pairs), ones));
     const __m256i level = _mm256_srli_epi16(_mm256_add_epi16(sum, two), 2);
     const __m256i bytes = _mm256_packus_epi16(level, level);
-    const __m128i halves = _mm_unpacklo_epi64(_mm256_castsi256_si128(bytes),
-                                              _mm256_extracti128_si256(bytes, 1));
+    const __m128i halves =
+        _mm_unpacklo_epi64(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1));
     const __m128i packed = _mm_shuffle_epi8(halves, gather12);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 3 * x), packed);
     const int32_t last = _mm_cvtsi128_si32(_mm_srli_si128(packed, 8));

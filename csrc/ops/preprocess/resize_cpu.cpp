@@ -35,8 +35,8 @@ OpenCVLinearPlan make_opencv_linear_plan(const ImageView& image, int64_t dst_hei
   OpenCVLinearPlan plan;
   plan.dst_width = dst_width;
   plan.halves = opencv_halves(image.height, image.width, dst_height, dst_width);
-  plan.rows_are_packed = image.pixel_stride == kChannels && image.channel_stride == 1 &&
-                         image.width >= 2;
+  plan.rows_are_packed =
+      image.pixel_stride == kChannels && image.channel_stride == 1 && image.width >= 2;
   if (plan.halves) return plan;
   // OpenCV derives the step as 1 / (dst / src) in double precision; so do we.
   const double x_step = 1.0 / (static_cast<double>(dst_width) / image.width);
@@ -158,16 +158,17 @@ std::vector<AreaWeight> area_weights(int64_t src_size, int64_t dst_size, double 
     first = std::min(first, last);
     // Shares under a thousandth of a pixel are dropped, as OpenCV drops them.
     if (static_cast<double>(first) - start > 1e-3) {
-      table.push_back({d, first - 1, static_cast<float>((static_cast<double>(first) - start) / cell)});
+      table.push_back(
+          {d, first - 1, static_cast<float>((static_cast<double>(first) - start) / cell)});
     }
     for (int64_t s = first; s < last; ++s) {
       table.push_back({d, s, static_cast<float>(1.0 / cell)});
     }
     if (stop - static_cast<double>(last) > 1e-3) {
-      table.push_back({d, last,
-                       static_cast<float>(std::min(std::min(stop - static_cast<double>(last), 1.0),
-                                                   cell) /
-                                          cell)});
+      table.push_back(
+          {d, last,
+           static_cast<float>(std::min(std::min(stop - static_cast<double>(last), 1.0), cell) /
+                              cell)});
     }
   }
   return table;
