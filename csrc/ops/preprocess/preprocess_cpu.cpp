@@ -86,9 +86,6 @@ struct RowScratch {
   RowCopies copies;
 };
 
-// map_levels reads 32 bytes past a row's last pixel.
-constexpr int64_t kLevelSlack = 32;
-
 template <typename T>
 void fill(T* begin, int64_t count, T value) {
   std::fill(begin, begin + count, value);
@@ -142,7 +139,7 @@ void process_row(const ImagePlan& plan, const PixelMap& map, const float* levels
   }
   const ImageView& image = plan.image;
   if (plan.resample == Resample::OpenCV) {
-    scratch.levels.resize(place.resized_width * kChannels + kLevelSlack);
+    scratch.levels.resize(place.resized_width * kChannels);
     opencv_linear_row(plan.opencv, image, dy, scratch.copies, scratch.levels.data());
     kernels.map_levels(scratch.levels.data(), place.resized_width, map.source_channel, levels,
                        resampled);

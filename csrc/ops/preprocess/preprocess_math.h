@@ -75,12 +75,13 @@ struct FixedTap {
   int32_t weight_second;
 };
 
-// OpenCV rounds a float to int to nearest, ties to even (cvRound).
+// OpenCV rounds a float to int to nearest, ties to even (cvRound). lrint rounds in the current
+// mode, nearest-even unless a caller changed it, and is one instruction on x86-64.
 FASTDET_HOST_DEVICE int32_t round_half_even(float value) {
 #if defined(__CUDA_ARCH__)
   return __float2int_rn(value);
 #else
-  return static_cast<int32_t>(std::nearbyint(value));
+  return static_cast<int32_t>(std::lrint(value));
 #endif
 }
 

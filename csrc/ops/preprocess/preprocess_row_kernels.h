@@ -33,8 +33,7 @@ struct PreprocessRowKernels {
   // 2x + 1 of rows a and b, channel k; reads 6n bytes of each row.
   void (*opencv_halve_row)(const uint8_t* a, const uint8_t* b, int64_t n, uint8_t* out);
   // 8-bit interleaved row to channel planes through per-channel tables of 256 values:
-  // out[c][x] = levels[256 * c + row[3x + source_channel[c]]]. `row` must have 32 readable bytes
-  // past its last pixel.
+  // out[c][x] = levels[256 * c + row[3x + source_channel[c]]]; reads the row's 3n bytes only.
   void (*map_levels)(const uint8_t* row, int64_t n, const int* source_channel, const float* levels,
                      float* const* out);
   // IEEE binary16, round to nearest even.

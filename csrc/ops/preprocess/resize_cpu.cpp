@@ -111,27 +111,28 @@ void area_integer(const ImageView& image, uint8_t* out, int64_t out_height, int6
                   int64_t fx, int64_t fy) {
   const float inverse_area = 1.f / static_cast<float>(fx * fy);
   const bool two_by_two = fx == 2 && fy == 2;
+  const bool packed = image.pixel_stride == kChannels && image.channel_stride == 1;
+  const int64_t row_values = image.width * kChannels;
   parallel_for(out_height, 4, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> sums(out_width * kChannels);
+    std::vector<int32_t> columns(row_values);  // the block's rows summed per source value
+    std::vector<uint8_t> copy;
     for (int64_t y = begin; y < end; ++y) {
-      std::fill(sums.begin(), sums.end(), 0);
+      std::fill(columns.begin(), columns.end(), 0);
       for (int64_t r = 0; r < fy; ++r) {
-        const uint8_t* row = image.data + (y * fy + r) * image.row_stride;
-        for (int64_t x = 0; x < out_width; ++x) {
-          for (int64_t s = 0; s < fx; ++s) {
-            const uint8_t* pixel = row + (x * fx + s) * image.pixel_stride;
-            for (int c = 0; c < kChannels; ++c) {
-              sums[x * kChannels + c] += pixel[c * image.channel_stride];
-            }
-          }
-        }
+        const int64_t source_row = y * fy + r;
+        const uint8_t* row = packed ? image.data + source_row * image.row_stride
+                                    : packed_row(image, source_row, copy);
+        for (int64_t i = 0; i < row_values; ++i) columns[i] += row[i];
       }
       uint8_t* dst = out + y * out_width * kChannels;
-      for (int64_t i = 0; i < out_width * kChannels; ++i) {
-        const int32_t value = two_by_two
-                                  ? (sums[i] + 2) >> 2
-                                  : round_half_even(static_cast<float>(sums[i]) * inverse_area);
-        dst[i] = static_cast<uint8_t>(std::clamp(value, 0, 255));
+      for (int64_t x = 0; x < out_width; ++x) {
+        for (int c = 0; c < kChannels; ++c) {
+          int32_t sum = 0;
+          for (int64_t s = 0; s < fx; ++s) sum += columns[(x * fx + s) * kChannels + c];
+          const int32_t value =
+              two_by_two ? (sum + 2) >> 2 : round_half_even(static_cast<float>(sum) * inverse_area);
+          dst[x * kChannels + c] = static_cast<uint8_t>(std::clamp(value, 0, 255));
+        }
       }
     }
   });
@@ -183,20 +184,23 @@ void area_general(const ImageView& image, uint8_t* out, int64_t out_height, int6
   const std::vector<AreaWeight> ys = area_weights(image.height, out_height, y_scale);
   std::vector<size_t> row_start(out_height + 1, ys.size());
   for (size_t i = ys.size(); i-- > 0;) row_start[ys[i].dst] = i;
+  const bool packed = image.pixel_stride == kChannels && image.channel_stride == 1;
   parallel_for(out_height, 4, [&](int64_t begin, int64_t end) {
     const int64_t values = out_width * kChannels;
     std::vector<float> row_sum(values);
     std::vector<float> sum(values);
+    std::vector<uint8_t> copy;
     for (int64_t y = begin; y < end; ++y) {
       for (size_t j = row_start[y]; j < ys.size() && ys[j].dst == y; ++j) {
-        const uint8_t* row = image.data + ys[j].src * image.row_stride;
+        const uint8_t* row =
+            packed ? image.data + ys[j].src * image.row_stride : packed_row(image, ys[j].src, copy);
         std::fill(row_sum.begin(), row_sum.end(), 0.f);
         for (const AreaWeight& w : xs) {
-          const uint8_t* pixel = row + w.src * image.pixel_stride;
+          const uint8_t* pixel = row + w.src * kChannels;
+          float* target = row_sum.data() + w.dst * kChannels;
           for (int c = 0; c < kChannels; ++c) {
-            float& target = row_sum[w.dst * kChannels + c];
-            const float product = static_cast<float>(pixel[c * image.channel_stride]) * w.weight;
-            target = target + product;
+            const float product = static_cast<float>(pixel[c]) * w.weight;
+            target[c] = target[c] + product;
           }
         }
         const float beta = ys[j].weight;
