@@ -20,9 +20,13 @@ constexpr int kChannels = 3;
 const uint8_t* packed_row(const ImageView& image, int64_t y, std::vector<uint8_t>& buffer) {
   const uint8_t* row = image.data + y * image.row_stride;
   buffer.resize((image.width + 1) * kChannels);
-  for (int64_t x = 0; x < image.width; ++x) {
-    for (int c = 0; c < kChannels; ++c) {
-      buffer[x * kChannels + c] = row[x * image.pixel_stride + c * image.channel_stride];
+  if (image.pixel_stride == kChannels && image.channel_stride == 1) {
+    std::memcpy(buffer.data(), row, image.width * kChannels);
+  } else {
+    for (int64_t x = 0; x < image.width; ++x) {
+      for (int c = 0; c < kChannels; ++c) {
+        buffer[x * kChannels + c] = row[x * image.pixel_stride + c * image.channel_stride];
+      }
     }
   }
   std::memcpy(buffer.data() + image.width * kChannels,
@@ -115,6 +119,8 @@ void area_integer(const ImageView& image, uint8_t* out, int64_t out_height, int6
   const int64_t row_values = image.width * kChannels;
   parallel_for(out_height, 4, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> columns(row_values);  // the block's rows summed per source value
+    const int64_t out_values = out_width * kChannels;
+    std::vector<int32_t> sums(out_values);
     std::vector<uint8_t> copy;
     for (int64_t y = begin; y < end; ++y) {
       std::fill(columns.begin(), columns.end(), 0);
@@ -124,14 +130,20 @@ void area_integer(const ImageView& image, uint8_t* out, int64_t out_height, int6
                                     : packed_row(image, source_row, copy);
         for (int64_t i = 0; i < row_values; ++i) columns[i] += row[i];
       }
-      uint8_t* dst = out + y * out_width * kChannels;
       for (int64_t x = 0; x < out_width; ++x) {
         for (int c = 0; c < kChannels; ++c) {
           int32_t sum = 0;
           for (int64_t s = 0; s < fx; ++s) sum += columns[(x * fx + s) * kChannels + c];
-          const int32_t value =
-              two_by_two ? (sum + 2) >> 2 : round_half_even(static_cast<float>(sum) * inverse_area);
-          dst[x * kChannels + c] = static_cast<uint8_t>(std::clamp(value, 0, 255));
+          sums[x * kChannels + c] = sum;
+        }
+      }
+      uint8_t* dst = out + y * out_width * kChannels;
+      if (two_by_two) {
+        for (int64_t i = 0; i < out_values; ++i) dst[i] = static_cast<uint8_t>((sums[i] + 2) >> 2);
+      } else {
+        for (int64_t i = 0; i < out_values; ++i) {
+          const int32_t value = round_half_even(static_cast<float>(sums[i]) * inverse_area);
+          dst[i] = static_cast<uint8_t>(std::clamp(value, 0, 255));
         }
       }
     }
@@ -235,7 +247,22 @@ void resize_cpu(const ImageView& image, uint8_t* out, int64_t out_height, int64_
                 "x", image.width, ")");
   FASTDET_CHECK(out_height > 0 && out_width > 0, "resize: the size is empty (", out_height, "x",
                 out_width, ")");
-  if (mode == ResizeMode::Linear) {
+  if (out_height == image.height && out_width == image.width) {
+    // Both interpolations give the image back (OpenCV copies it too).
+    parallel_for(out_height, 16, [&](int64_t begin, int64_t end) {
+      std::vector<uint8_t> copy;
+      const bool packed = image.pixel_stride == kChannels && image.channel_stride == 1;
+      for (int64_t y = begin; y < end; ++y) {
+        const uint8_t* row =
+            packed ? image.data + y * image.row_stride : packed_row(image, y, copy);
+        std::memcpy(out + y * out_width * kChannels, row, out_width * kChannels);
+      }
+    });
+    return;
+  }
+  // An exact 2x reduction is the same 2x2 mean for both (the linear path's vector kernel).
+  if (mode == ResizeMode::Linear ||
+      opencv_halves(image.height, image.width, out_height, out_width)) {
     const OpenCVLinearPlan plan = make_opencv_linear_plan(image, out_height, out_width);
     parallel_for(out_height, 4, [&](int64_t begin, int64_t end) {
       RowCopies copies;
