@@ -216,9 +216,7 @@ class FakeRuntime:
 
     def preprocess(self, images: list[np.ndarray], job: Any, out: np.ndarray, stream: Any) -> None:
         def run() -> None:
-            _core.preprocess(
-                images, job.placements, job.source_channel, job.mul, job.add, job.pad, out
-            )
+            _core.preprocess(images, job.placements, job.pixel_map(), job.resample, out)
 
         stream.submit(run)
 

@@ -227,6 +227,112 @@ def padding_mask(g: Geometry) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# OpenCV's uint8 resampling, in plain numpy from the facts (model-facts section 7)
+# --------------------------------------------------------------------------------------------
+
+
+def _opencv_positions(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output index: floor of the float32 source position, and its float32 remainder."""
+    step = 1.0 / (dst / src)
+    position = ((np.arange(dst) + 0.5) * step - 0.5).astype(np.float32)
+    first = np.floor(position).astype(np.int64)
+    return first, (position - first.astype(np.float32)).astype(np.float32)
+
+
+def _fixed(fraction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """11-bit weights, rounded to nearest even: round((1 - f) * 2048), round(f * 2048)."""
+    one = np.float32(2048)
+    first = np.rint((np.float32(1) - fraction) * one).astype(np.int64)
+    return first, np.rint(fraction * one).astype(np.int64)
+
+
+def opencv_linear_u8(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR) of an HxWx3 uint8
+    image: fixed-point columns (edge pixel alone outside the pixel centres), rows clamped with
+    the unclamped weights, OpenCV's vector rounding of the vertical step, and the 2x rule."""
+    src = image.astype(np.int64)
+    h, w = src.shape[:2]
+    if h == 2 * height and w == 2 * width:
+        block = src[0::2, 0::2] + src[0::2, 1::2] + src[1::2, 0::2] + src[1::2, 1::2]
+        return ((block + 2) >> 2).astype(np.uint8)
+    x, fx = _opencv_positions(w, width)
+    edge = (x < 0) | (x >= w - 1)
+    x = np.clip(x, 0, w - 1)
+    fx[edge] = 0
+    wx0, wx1 = _fixed(fx)
+    columns = src[:, x] * wx0[None, :, None] + src[:, np.minimum(x + 1, w - 1)] * wx1[None, :, None]
+    y, fy = _opencv_positions(h, height)
+    wy0, wy1 = _fixed(fy)
+    top = columns[np.clip(y, 0, h - 1)] >> 4
+    bottom = columns[np.clip(y + 1, 0, h - 1)] >> 4
+    out = ((top * wy0[:, None, None]) >> 16) + ((bottom * wy1[:, None, None]) >> 16)
+    return ((out + 2) >> 2).astype(np.uint8)
+
+
+def _area_shares(src: int, dst: int, scale: float) -> list[list[tuple[int, np.float32]]]:
+    """Per output index, (source index, float32 share) in OpenCV's order: partial first pixel,
+    whole pixels, partial last; shares under 1e-3 of a pixel dropped."""
+    shares = []
+    for d in range(dst):
+        start, stop = d * scale, d * scale + scale
+        cell = min(scale, src - start)
+        last = min(int(np.floor(stop)), src - 1)
+        first = min(int(np.ceil(start)), last)
+        row = []
+        if first - start > 1e-3:
+            row.append((first - 1, np.float32((first - start) / cell)))
+        row += [(s, np.float32(1.0 / cell)) for s in range(first, last)]
+        if stop - last > 1e-3:
+            row.append((last, np.float32(min(stop - last, 1.0, cell) / cell)))
+        shares.append(row)
+    return shares
+
+
+def opencv_area_u8(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) of an HxWx3 uint8 image
+    that no side grows: integer factors sum blocks ((s + 2) >> 2 for 2x2, else rint(float32 s *
+    float32(1 / area))); other factors add float32 products of the shares, along x first."""
+    h, w = image.shape[:2]
+    sx, sy = 1.0 / (width / w), 1.0 / (height / h)
+    kx, ky = round(sx), round(sy)
+    eps = np.finfo(np.float64).eps
+    if abs(sx - kx) < eps and abs(sy - ky) < eps:
+        blocks = image.astype(np.int64).reshape(height, ky, width, kx, 3).sum(axis=(1, 3))
+        if kx == 2 and ky == 2:
+            return ((blocks + 2) >> 2).astype(np.uint8)
+        inverse = np.float32(1) / np.float32(kx * ky)
+        return np.clip(np.rint(blocks.astype(np.float32) * inverse), 0, 255).astype(np.uint8)
+    pixels = image.astype(np.float32)
+    columns = _area_shares(w, width, sx)
+    out = np.empty((height, width, 3), np.uint8)
+    for d, rows in enumerate(_area_shares(h, height, sy)):
+        total = None
+        for s, beta in rows:
+            line = np.zeros((width, 3), np.float32)
+            for x, shares in enumerate(columns):
+                for c, alpha in shares:
+                    line[x] = line[x] + pixels[s, c] * alpha
+            term = np.float32(beta) * line
+            total = term if total is None else total + term
+        assert total is not None
+        out[d] = np.clip(np.rint(total), 0, 255).astype(np.uint8)
+    return out
+
+
+def yolov7_load(image: np.ndarray, long_side: int) -> np.ndarray:
+    """YOLOv7 test.py's load_image resize: r = long_side / max(h, w), size int(w * r) x
+    int(h * r), INTER_AREA when shrinking, INTER_LINEAR when enlarging, untouched when r == 1."""
+    h, w = image.shape[:2]
+    r = long_side / max(h, w)
+    if r == 1:
+        return image
+    interpolation = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
+    return cv2.resize(
+        np.ascontiguousarray(image), (int(w * r), int(h * r)), interpolation=interpolation
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # NMS (torchvision semantics, model-facts section 4)
 # --------------------------------------------------------------------------------------------
 

@@ -89,6 +89,8 @@ CASES = [
     ("size-pair-float", pre(IMAGE, (640, 640.5)), TypeError, "preprocess", "size"),
     # preprocess: options
     ("unknown-mode", pre(IMAGE, 64, mode="fit"), ValueError, "preprocess", "mode"),
+    ("unknown-resample", pre(IMAGE, 64, resample="cubic"), ValueError, "preprocess", "resample"),
+    ("resample-not-str", pre(IMAGE, 64, resample=1), ValueError, "preprocess", "resample"),
     ("unknown-dtype", pre(IMAGE, 64, dtype="int8"), ValueError, "preprocess", "dtype"),
     ("float64-dtype", pre(IMAGE, 64, dtype=np.float64), ValueError, "preprocess", "dtype"),
     ("nonsense-dtype", pre(IMAGE, 64, dtype="nonsense"), ValueError, "preprocess", "dtype"),

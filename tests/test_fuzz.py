@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 
+import cv2
 import fastdet
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_preprocess import assert_matches_reference
 
 EXAMPLES = int(os.environ.get("FASTDET_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -48,12 +50,18 @@ def images(draw):
     dtype=st.sampled_from(["float32", "float16"]),
     stride=st.sampled_from([None, 8, 32]),
     scaleup=st.booleans(),
+    resample=st.sampled_from(["opencv", "float"]),
 )
-def test_preprocess_any_geometry(batch, size, mode, dtype, stride, scaleup):
+def test_preprocess_any_geometry(batch, size, mode, dtype, stride, scaleup, resample):
     stride = stride if mode == "letterbox" else None
     out, transforms = fastdet.preprocess(
-        batch, size, mode=mode, dtype=dtype, stride=stride, scaleup=scaleup
+        batch, size, mode=mode, dtype=dtype, stride=stride, scaleup=scaleup, resample=resample
     )
+    # The official chain exactly ("opencv"), within one level ("float").
+    assert_matches_reference(
+        out, transforms, batch, size, mode, dtype=np.dtype(dtype), resample=resample,
+        stride=stride, scaleup=scaleup,
+    )  # fmt: skip
     assert out.shape[:2] == (len(batch), 3)
     assert np.isfinite(out.astype(np.float32)).all()
     assert out.min() >= 0 and out.max() <= 1.0
@@ -61,6 +69,22 @@ def test_preprocess_any_geometry(batch, size, mode, dtype, stride, scaleup):
         top, left = t.offset
         assert top + t.resized_size[0] <= out.shape[2]
         assert left + t.resized_size[1] <= out.shape[3]
+
+
+@FUZZ
+@given(
+    image=images(),
+    size=st.tuples(st.integers(1, 150), st.integers(1, 150)),
+    interpolation=st.sampled_from(["linear", "area"]),
+)
+def test_resize_any_geometry(image, size, interpolation):
+    """fastdet.resize is cv2.resize bit for bit, on views too."""
+    if interpolation == "area":
+        size = (min(size[0], image.shape[0]), min(size[1], image.shape[1]))
+    got = fastdet.resize(image, size, interpolation=interpolation)
+    flag = cv2.INTER_LINEAR if interpolation == "linear" else cv2.INTER_AREA
+    expected = cv2.resize(np.ascontiguousarray(image), size[::-1], interpolation=flag)
+    assert np.array_equal(got, expected)
 
 
 @FUZZ

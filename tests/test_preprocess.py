@@ -1,8 +1,10 @@
 """fastdet.preprocess against the OpenCV chain of tests/reference.py (model-facts section 2).
 
-Criteria: every value within one 8-bit level (1/255 of full scale) of cv2.resize(INTER_LINEAR)
-+ copyMakeBorder + BGR->RGB + CHW + scale (+ mean/std); padding exactly float32(pad * scale);
-Transform fields exactly the reference geometry.
+Criteria: resample="opencv" (the default) equals cv2.resize(INTER_LINEAR) + copyMakeBorder +
+BGR->RGB + CHW + scale (+ mean/std), evaluated in float64 and rounded once to float32, bit for
+bit (float16: that float32 rounded to nearest even); resample="float" is within one 8-bit level
+(1/255 of full scale) of it; padding exactly float32(pad * scale); Transform fields exactly the
+reference geometry.
 """
 
 from __future__ import annotations
@@ -47,10 +49,19 @@ def assert_transform_matches(transform: fastdet.Transform, g: R.Geometry) -> Non
 
 
 def assert_matches_reference(
-    batch, transforms, images, size, mode="letterbox", *, dtype=np.float32, **options
+    batch,
+    transforms,
+    images,
+    size,
+    mode="letterbox",
+    *,
+    dtype=np.float32,
+    resample="opencv",
+    **options,
 ) -> None:
-    """batch/transforms from fastdet.preprocess(images, size, mode=mode, **options) against the
-    reference: geometry exact, pixels within one level, padding exact."""
+    """batch/transforms from fastdet.preprocess(images, size, mode=mode, resample=resample,
+    **options) against the reference: geometry exact; pixels bit for bit ("opencv") or within one
+    level ("float"); padding exact."""
     ref, geos = R.preprocess_reference(images, size, mode, **options)
     assert batch.dtype == np.dtype(dtype)
     assert batch.shape == ref.shape
@@ -58,6 +69,16 @@ def assert_matches_reference(
     assert len(transforms) == len(geos)
     for transform, g in zip(transforms, geos, strict=True):
         assert_transform_matches(transform, g)
+    if resample == "opencv":
+        expected = ref.astype(dtype)  # ref is float32: one rounding, then float16's
+        differ = batch != expected
+        if differ.any():
+            worst = tuple(int(i[0]) for i in np.nonzero(differ))
+            raise AssertionError(
+                f"{int(differ.sum())} values differ from the cv2 chain; first at (n, c, y, x) = "
+                f"{worst}: fastdet {batch[worst]!r}, cv2 chain {expected[worst]!r}"
+            )
+        return
 
     scale = options.get("scale", 1 / 255)
     std = R.per_channel(options.get("std"), 1.0)
@@ -93,6 +114,40 @@ def run_and_check(images, size, mode="letterbox", **options):
     batch, transforms = fastdet.preprocess(images, size, mode=mode, dtype=dtype, **options)
     assert_matches_reference(batch, transforms, images, size, mode, dtype=dtype, **options)
     return batch, transforms
+
+
+# resample="float" (the pre-0.2 path): the same cases within one 8-bit level.
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (7, 1), (479, 641), (1081, 1919), (120, 90), (1280, 1003)], ids=str
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_float_resample_within_one_level(rng, mode, shape, dtype):
+    image = R.random_image(rng, *shape)
+    run_and_check(image, 640, mode, resample="float", dtype=dtype)
+    run_and_check(image[::-1, ::2], (320, 416), mode, resample="float", dtype=dtype, scale=1.0)
+
+
+def test_resample_opencv_is_the_default_and_differs_from_float(rng):
+    """On a general ratio the two resamplers give different inputs (the float one is not rounded
+    to 8 bits), and the default is the official one."""
+    image = R.random_image(rng, 768, 1366)
+    default, _ = fastdet.preprocess(image, 640)
+    opencv, _ = fastdet.preprocess(image, 640, resample="opencv")
+    float_, _ = fastdet.preprocess(image, 640, resample="float")
+    assert np.array_equal(default, opencv)
+    assert not np.array_equal(opencv, float_)
+    assert np.abs(opencv - float_).max() <= 1 / 255 * (1 + 1e-5)
+
+
+def test_opencv_scale_is_division_by_255(rng):
+    """scale=1/255 on 8-bit levels gives image.astype(float32) / 255 exactly (a float32 multiply
+    by 1/255 differs on about half the levels)."""
+    levels = np.arange(256, dtype=np.uint8)
+    image = np.stack([levels, levels[::-1], levels], axis=-1)[None].repeat(2, axis=0)
+    batch, _ = fastdet.preprocess(image, (2, 256), mode="stretch", swap_rb=False)
+    assert np.array_equal(batch[0], image.transpose(2, 0, 1).astype(np.float32) / 255)
+    assert not np.array_equal(levels * np.float32(1 / 255), levels.astype(np.float32) / 255)
 
 
 # Odd, tiny, sliver, exact-fit and large shapes (h, w): up- and downscaling for each target.

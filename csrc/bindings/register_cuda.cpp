@@ -14,6 +14,7 @@
 
 #include "bindings/array_view.h"
 #include "bindings/dlpack.h"
+#include "bindings/preprocess_args.h"
 #include "bindings/register.h"
 #include "common/check.h"
 #include "ops/nms/nms.h"
@@ -259,32 +260,12 @@ DeviceView device_view(const py::tuple& t) {
           t[2].cast<std::vector<int64_t>>(), t[3].cast<std::string>()};
 }
 
-PixelMap pixel_map(const std::array<int, 3>& source_channel, const std::array<float, 3>& mul,
-                   const std::array<float, 3>& add, const std::array<float, 3>& pad) {
-  FASTDET_CHECK(source_channel[0] + source_channel[1] + source_channel[2] == 3 &&
-                    source_channel[0] != source_channel[1] &&
-                    source_channel[1] != source_channel[2] &&
-                    source_channel[0] != source_channel[2],
-                "preprocess: source_channel must be a permutation of (0, 1, 2)");
-  PixelMap map{};
-  for (int c = 0; c < 3; ++c) {
-    FASTDET_CHECK(source_channel[c] >= 0 && source_channel[c] < 3,
-                  "preprocess: source channel out of range: ", source_channel[c]);
-    map.source_channel[c] = source_channel[c];
-    map.mul[c] = mul[c];
-    map.add[c] = add[c];
-    map.pad[c] = pad[c];
-  }
-  return map;
-}
-
 // images: numpy arrays (host) or device views (ptr, (h, w, 3), byte strides, 'uint8').
 void preprocess_cuda(PreprocessCuda& op, const std::vector<py::object>& images, bool on_host,
                      const std::vector<std::array<int64_t, 4>>& placements,
-                     const std::array<int, 3>& source_channel, const std::array<float, 3>& mul,
-                     const std::array<float, 3>& add, const std::array<float, 3>& pad,
-                     uintptr_t out_ptr, const std::string& out_dtype,
-                     const std::array<int64_t, 4>& out_shape, int device, uintptr_t stream) {
+                     const py::dict& pixel_map, const std::string& resample, uintptr_t out_ptr,
+                     const std::string& out_dtype, const std::array<int64_t, 4>& out_shape,
+                     int device, uintptr_t stream) {
   std::vector<ImageView> views;
   for (size_t i = 0; i < images.size(); ++i) {
     if (on_host) {
@@ -305,7 +286,8 @@ void preprocess_cuda(PreprocessCuda& op, const std::vector<py::object>& images, 
   }
   std::vector<Placement> places;
   for (const auto& p : placements) places.push_back({p[0], p[1], p[2], p[3]});
-  const PixelMap map = pixel_map(source_channel, mul, add, pad);
+  const PixelMap map = pixel_map_from(pixel_map);
+  const Resample mode = resample_from(resample);
   FASTDET_CHECK(out_dtype == "float32" || out_dtype == "float16",
                 "preprocess: out must be float32 or float16, got ", out_dtype);
   FASTDET_CHECK(out_shape[0] == int64_t(images.size()) && out_shape[1] == 3,
@@ -314,7 +296,7 @@ void preprocess_cuda(PreprocessCuda& op, const std::vector<py::object>& images, 
                             out_dtype == "float32" ? OutputType::Float32 : OutputType::Float16};
   py::gil_scoped_release release;
   DeviceGuard guard(device);
-  op.run(views, on_host, places, map, planes, as_stream(stream));
+  op.run(views, on_host, places, map, mode, planes, as_stream(stream));
 }
 
 py::array_t<int64_t> to_numpy_1d(const std::vector<int64_t>& values) {
@@ -541,8 +523,8 @@ void register_cuda(py::module_& m) {
 
   m.def(
       "cuda_empty",
-      [](const std::vector<int64_t>& shape, const std::string& dtype, int device,
-         uintptr_t stream, bool stream_ordered) {
+      [](const std::vector<int64_t>& shape, const std::string& dtype, int device, uintptr_t stream,
+         bool stream_ordered) {
         int64_t n = item_type(dtype).size;
         for (int64_t s : shape) n *= s;
         auto buffer = std::make_shared<DeviceBuffer>();
@@ -607,9 +589,8 @@ void register_cuda(py::module_& m) {
   py::class_<PreprocessCuda>(m, "PreprocessCuda")
       .def(py::init<>())
       .def("run", &preprocess_cuda, py::arg("images"), py::arg("on_host"), py::arg("placements"),
-           py::arg("source_channel"), py::arg("mul"), py::arg("add"), py::arg("pad"),
-           py::arg("out_ptr"), py::arg("out_dtype"), py::arg("out_shape"), py::arg("device"),
-           py::arg("stream"));
+           py::arg("pixel_map"), py::arg("resample"), py::arg("out_ptr"), py::arg("out_dtype"),
+           py::arg("out_shape"), py::arg("device"), py::arg("stream"));
   py::class_<NmsCuda>(m, "NmsCuda")
       .def(py::init<>())
       .def("run", &nms_cuda, py::arg("boxes"), py::arg("scores"), py::arg("classes"), py::arg("n"),

@@ -2,9 +2,11 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <string>
 #include <vector>
 
 #include "bindings/array_view.h"
+#include "bindings/preprocess_args.h"
 #include "bindings/register.h"
 #include "ops/preprocess/preprocess.h"
 
@@ -13,38 +15,30 @@ namespace py = pybind11;
 namespace fastdet {
 namespace {
 
-using Channels3 = std::array<float, 3>;
+ImageView image_view(const py::array& image, const char* what) {
+  FASTDET_CHECK(
+      image.dtype().is(py::dtype::of<uint8_t>()) && image.ndim() == 3 && image.shape(2) == 3, what,
+      " must be a uint8 array of shape (H, W, 3)");
+  return {static_cast<const uint8_t*>(image.data()),
+          image.shape(0),
+          image.shape(1),
+          image.strides(0),
+          image.strides(1),
+          image.strides(2)};
+}
 
 void preprocess(const std::vector<py::array>& images,
-                const std::vector<std::array<int64_t, 4>>& placements,
-                const std::array<int, 3>& source_channel, const Channels3& mul,
-                const Channels3& add, const Channels3& pad, py::array out) {
+                const std::vector<std::array<int64_t, 4>>& placements, const py::dict& pixel_map,
+                const std::string& resample, py::array out) {
   std::vector<ImageView> views;
   views.reserve(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
-    const py::array& image = images[i];
-    FASTDET_CHECK(
-        image.dtype().is(py::dtype::of<uint8_t>()) && image.ndim() == 3 && image.shape(2) == 3,
-        "preprocess: images[", i, "] must be a uint8 array of shape (H, W, 3)");
-    views.push_back({static_cast<const uint8_t*>(image.data()), image.shape(0), image.shape(1),
-                     image.strides(0), image.strides(1), image.strides(2)});
+    views.push_back(
+        image_view(images[i], ("preprocess: images[" + std::to_string(i) + "]").c_str()));
   }
   std::vector<Placement> places;
   for (const auto& p : placements) places.push_back({p[0], p[1], p[2], p[3]});
-  PixelMap map{};
-  FASTDET_CHECK(source_channel[0] + source_channel[1] + source_channel[2] == 3 &&
-                    source_channel[0] != source_channel[1] &&
-                    source_channel[1] != source_channel[2] &&
-                    source_channel[0] != source_channel[2],
-                "preprocess: source_channel must be a permutation of (0, 1, 2)");
-  for (int c = 0; c < 3; ++c) {
-    FASTDET_CHECK(source_channel[c] >= 0 && source_channel[c] < 3,
-                  "preprocess: source channel out of range: ", source_channel[c]);
-    map.source_channel[c] = source_channel[c];
-    map.mul[c] = mul[c];
-    map.add[c] = add[c];
-    map.pad[c] = pad[c];
-  }
+  const PixelMap map = pixel_map_from(pixel_map);
   const bool is_f32 = out.dtype().is(py::dtype::of<float>());
   const bool is_f16 = out.dtype().is(py::dtype("float16"));
   FASTDET_CHECK((is_f32 || is_f16) && out.ndim() == 4 && out.shape(1) == 3 &&
@@ -54,16 +48,35 @@ void preprocess(const std::vector<py::array>& images,
                 images.size(), ", 3, H, W)");
   OutputPlanes planes{out.mutable_data(), out.shape(2), out.shape(3),
                       is_f32 ? OutputType::Float32 : OutputType::Float16};
+  const Resample mode = resample_from(resample);
   py::gil_scoped_release release;
-  preprocess_cpu(views, places, map, planes);
+  preprocess_cpu(views, places, map, mode, planes);
+}
+
+// A C-contiguous (height, width, 3) uint8 image of `image` resized like cv2.resize.
+py::array resize(const py::array& image, int64_t height, int64_t width,
+                 const std::string& interpolation) {
+  const ImageView view = image_view(image, "resize: image");
+  FASTDET_CHECK(interpolation == "linear" || interpolation == "area",
+                "resize: interpolation must be 'linear' or 'area', got '", interpolation, "'");
+  FASTDET_CHECK(height > 0 && width > 0, "resize: the size must be positive, got ", height, "x",
+                width);
+  py::array_t<uint8_t> out({height, width, int64_t(3)});
+  uint8_t* data = out.mutable_data();
+  const ResizeMode mode = interpolation == "linear" ? ResizeMode::Linear : ResizeMode::Area;
+  py::gil_scoped_release release;
+  resize_cpu(view, data, height, width, mode);
+  return std::move(out);
 }
 
 }  // namespace
 
 void register_preprocess(py::module_& m) {
-  m.def("preprocess", &preprocess, py::arg("images"), py::arg("placements"),
-        py::arg("source_channel"), py::arg("mul"), py::arg("add"), py::arg("pad"), py::arg("out"),
+  m.def("preprocess", &preprocess, py::arg("images"), py::arg("placements"), py::arg("pixel_map"),
+        py::arg("resample"), py::arg("out"),
         "Fused resize + pad + channel map + scale + HWC->CHW into out (validated by fastdet).");
+  m.def("resize", &resize, py::arg("image"), py::arg("height"), py::arg("width"),
+        py::arg("interpolation"), "cv2.resize of a uint8 BGR image, bit for bit (fastdet.resize).");
 }
 
 }  // namespace fastdet

@@ -13,6 +13,7 @@ from fastdet.evaluate import coco_eval, val
 from fastdet.nms import nms
 from fastdet.postprocess import FORMATS, Postprocessor, postprocess
 from fastdet.preprocess import preprocess
+from fastdet.resize import fit_long_side, resize
 from fastdet.settings import (
     WITH_CUDA,
     __version__,
@@ -41,10 +42,12 @@ __all__ = [
     "__version__",
     "coco_eval",
     "cuda_is_available",
+    "fit_long_side",
     "get_num_threads",
     "nms",
     "postprocess",
     "preprocess",
+    "resize",
     "set_num_threads",
     "val",
 ]

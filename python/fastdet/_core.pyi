@@ -1,6 +1,7 @@
 """fastdet's compiled kernels (private: use the fastdet package)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,12 +17,11 @@ def cpu_kernels() -> str: ...
 def preprocess(
     images: Sequence[np.ndarray],
     placements: Sequence[tuple[int, int, int, int]],
-    source_channel: tuple[int, int, int],
-    mul: tuple[float, ...],
-    add: tuple[float, ...],
-    pad: tuple[float, ...],
+    pixel_map: dict[str, Any],
+    resample: str,
     out: np.ndarray,
 ) -> None: ...
+def resize(image: np.ndarray, height: int, width: int, interpolation: str) -> np.ndarray: ...
 def nms(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -179,10 +179,8 @@ class PreprocessCuda:
         images: Sequence[np.ndarray | DeviceView],
         on_host: bool,
         placements: Sequence[tuple[int, int, int, int]],
-        source_channel: tuple[int, int, int],
-        mul: tuple[float, ...],
-        add: tuple[float, ...],
-        pad: tuple[float, ...],
+        pixel_map: dict[str, Any],
+        resample: str,
         out_ptr: int,
         out_dtype: str,
         out_shape: tuple[int, int, int, int],

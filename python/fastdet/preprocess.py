@@ -21,6 +21,12 @@ from fastdet.transform import MODES, Transform, make_transform, minimal_canvas
 
 _FUNCTION = "preprocess"
 OUTPUT_DTYPES = ("float32", "float16")
+# How the image is resampled to its placement (csrc/ops/preprocess/preprocess.h has the contract):
+# "opencv": exactly cv2.resize(image, INTER_LINEAR) on the uint8 image, as the official YOLOv7 and
+#   DAMO-YOLO pipelines resize, then the pixel map on those 8-bit levels in double precision
+#   (so scale 1/255 equals `image.astype(np.float32) / 255` bit for bit);
+# "float": bilinear in float32 with the same taps, not rounded to 8 bits (fastdet 0.1's path).
+RESAMPLE = ("opencv", "float")
 # The official pad value of each mode: YOLOv7 pads 114, DAMO-YOLO's legacy path pads 0.
 _OUTPUT_DTYPES: dict[object, np.dtype] = {
     key: np.dtype(key) for key in (*OUTPUT_DTYPES, np.float32, np.float16)
@@ -151,9 +157,25 @@ class Plan:
     input_size: tuple[int, int]  # (height, width) of the batch
     placements: list[tuple[int, int, int, int]]  # resized height, width, top, left
     source_channel: tuple[int, int, int]
-    mul: tuple[float, ...]
+    mul: tuple[float, ...]  # resample="float": value = sample * mul + add, in float32
     add: tuple[float, ...]
     pad: tuple[float, ...]
+    resample: str = "opencv"
+    scale: float = 1 / 255  # resample="opencv": (level * scale - mean) / std, in double
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    def pixel_map(self) -> dict[str, Any]:
+        """The per-channel arguments of the kernels (csrc/bindings/preprocess_args.h)."""
+        return {
+            "source_channel": self.source_channel,
+            "mul": self.mul,
+            "add": self.add,
+            "pad": self.pad,
+            "scale": self.scale,
+            "mean": self.mean,
+            "std": self.std,
+        }
 
 
 def output_dtype(dtype: Any) -> np.dtype:
@@ -181,11 +203,13 @@ def plan(
     scale: float = 1 / 255,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    resample: str = "opencv",
 ) -> Plan:
     """The preprocessing of images of these (height, width) shapes, arguments as preprocess():
     the one place where options become placements and a pixel map."""
     input_size = _size(size)
     check_choice(_FUNCTION, "mode", mode, MODES)
+    check_choice(_FUNCTION, "resample", resample, RESAMPLE)
     if stride is not None:
         if mode != "letterbox":
             fail(_FUNCTION, "stride", stride, "None unless mode is 'letterbox'")
@@ -207,6 +231,10 @@ def plan(
         mul=tuple(scale / sd for sd in std_c),
         add=tuple(-m / sd for m, sd in zip(mean_c, std_c, strict=True)),
         pad=tuple((pad_value * scale - m) / sd for m, sd in zip(mean_c, std_c, strict=True)),
+        resample=resample,
+        scale=scale,
+        mean=mean_c,
+        std=std_c,
     )
 
 
@@ -257,10 +285,8 @@ def _run_cuda(
         values,
         on_host,
         job.placements,
-        job.source_channel,
-        job.mul,
-        job.add,
-        job.pad,
+        job.pixel_map(),
+        job.resample,
         ptr,
         out_dtype.name,
         shape,
@@ -284,6 +310,7 @@ def preprocess(
     scale: float = 1 / 255,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    resample: str = "opencv",
     dtype: str | np.dtype | type = "float32",
     out: Any = None,
     device: Any = None,
@@ -303,6 +330,12 @@ def preprocess(
         swap_rb: BGR input to RGB output.
         scale, mean, std: output = (pixel * scale - mean) / std, mean and std per output
             channel. YOLOv7: scale 1/255; DAMO-YOLO: scale 1 (pixels stay 0-255).
+        resample: "opencv" (default): the resized pixels are exactly those of
+            cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR) on the uint8 image, the
+            official pipelines' network input bit for bit (verified against OpenCV 5.0.0 and
+            4.14.0), and the map above is evaluated in double on those 8-bit levels, so
+            scale=1/255 gives `astype(np.float32) / 255` exactly. "float": bilinear in float32,
+            not rounded to 8 bits (within one 8-bit level of "opencv").
         dtype: "float32" or "float16".
         out: an array of shape (N, 3, H, W) and that dtype to write into (e.g. an engine's
             input buffer, a GPU array on CUDA); allocated when omitted.
@@ -341,16 +374,15 @@ def preprocess(
         scale=scale,
         mean=mean,
         std=std,
+        resample=resample,
     )
     shape = (len(image_list), 3, *job.input_size)
     if call is not None:
         result = _run_cuda(call, image_list, out, out_view, shape, out_dtype, job)
         return result, job.transforms
     batch = _output(out, shape, out_dtype)
-    _core.preprocess(
-        image_list, job.placements, job.source_channel, job.mul, job.add, job.pad, batch
-    )
+    _core.preprocess(image_list, job.placements, job.pixel_map(), job.resample, batch)
     return batch, job.transforms
 
 
-__all__ = ["OUTPUT_DTYPES", "Plan", "output_dtype", "plan", "preprocess"]
+__all__ = ["OUTPUT_DTYPES", "RESAMPLE", "Plan", "output_dtype", "plan", "preprocess"]
