@@ -14,12 +14,14 @@ from hypothesis import given
 from test_cuda_interop import DlpackOnly, GpuLib
 from test_postprocess import (
     BATCHES,
+    BORDERLINE_SETTINGS,
     DAMO_SETTINGS,
     HYPOTHESIS_SETTINGS,
     SMALL_SHAPES,
     YOLOV7_DETECT,
     YOLOV7_MAP,
     assert_batch,
+    borderline_damo_outputs,
     damo_expected,
     small_damo,
     small_yolov7,
@@ -190,6 +192,22 @@ def test_damo_options(rng, gpulib, option):
     )
     want = damo_expected(scores, boxes, R.batch_geometry(shapes, 640, "stretch"), **settings)
     assert_batch(got, want)
+
+
+@pytest.mark.parametrize("filler", [0, 5000], ids=["coordinate-trick", "per-class"])
+def test_damo_nms_is_torchvisions_batched_nms(gpulib, filler):
+    """The borderline pair decided as on the CPU: batched_nms's class shift up to 5,000
+    candidates (the offset from the candidates' span in the greedy kernel), per class above."""
+    scores, boxes = borderline_damo_outputs(filler)
+    transforms = transforms_for([(640, 640)], mode="stretch")
+    (got,) = fastdet.postprocess(
+        on_gpu(gpulib, [scores, boxes]), "damo", transforms, **BORDERLINE_SETTINGS
+    )
+    (cpu,) = fastdet.postprocess([scores, boxes], "damo", transforms, **BORDERLINE_SETTINGS)
+    assert len(got[got.classes == 79]) == (2 if filler == 0 else 1)
+    assert got.classes.tolist() == cpu.classes.tolist()
+    assert got.scores.tolist() == cpu.scores.tolist()
+    np.testing.assert_array_equal(got.boxes, cpu.boxes)
 
 
 def test_strided_and_dlpack_outputs(rng, gpulib):

@@ -374,6 +374,45 @@ def test_damo_nano_416(rng):
     assert_batch(got, want)
 
 
+# Two boxes of class 79 whose IoU is 0.70001 as they stand and 0.69989 once shifted by
+# 79 * (their largest coordinate + 1) in float32 (found by a search over near-threshold pairs).
+BORDERLINE_PAIR = (
+    [265.01287841796875, 392.9354248046875, 371.0400085449219, 413.07574462890625],
+    [274.828125, 394.796875, 380.859375, 414.9375],
+)
+
+
+def borderline_damo_outputs(filler: int) -> tuple[np.ndarray, np.ndarray]:
+    """The borderline pair (class 79, scores 0.9 and 0.8) and `filler` tiny class-0 boxes away
+    from it, as DAMO-YOLO scores [1, N, 80] and boxes [1, N, 4]."""
+    rows = 2 + filler
+    scores = np.zeros((1, rows, 80), np.float32)
+    boxes = np.zeros((1, rows, 4), np.float32)
+    boxes[0, :2] = BORDERLINE_PAIR
+    scores[0, 0, 79], scores[0, 1, 79] = 0.9, 0.8
+    corner = np.arange(filler, dtype=np.float32) % 30
+    far = np.float32(600)
+    boxes[0, 2:] = np.stack([corner, far + corner, corner + 1, far + corner + 1], axis=1)
+    scores[0, 2:, 0] = 0.5
+    return scores, boxes
+
+
+BORDERLINE_SETTINGS = dict(conf=0.05, iou=0.7, max_det=10_000)
+
+
+@pytest.mark.parametrize("filler", [0, 5000], ids=["coordinate-trick", "per-class"])
+def test_damo_nms_is_torchvisions_batched_nms(filler):
+    """DAMO-YOLO's batched_nms: with few candidates IoU is taken on class-shifted float32 boxes,
+    which keeps the second box of the borderline pair at iou 0.7; with more than 5,000 (CUDA's
+    limit) it runs per class, where the pair's exact IoU suppresses it."""
+    scores, boxes = borderline_damo_outputs(filler)
+    transforms = transforms_for([(640, 640)], mode="stretch")
+    (got,) = fastdet.postprocess([scores, boxes], "damo", transforms, **BORDERLINE_SETTINGS)
+    assert len(got[got.classes == 79]) == (2 if filler == 0 else 1)
+    geometry = R.batch_geometry([(640, 640)], 640, "stretch")
+    assert_batch([got], damo_expected(scores, boxes, geometry, **BORDERLINE_SETTINGS))
+
+
 def test_damo_legacy_topleft_mapping(rng):
     shapes = BATCHES["batch3"]
     scores, boxes = R.damo_output(rng, 3)

@@ -247,18 +247,23 @@ __global__ void __launch_bounds__(kThreads) greedy_nms_kernel(GreedyArgs a) {
   const uint32_t* ends = c.bins + image * kBins;
   const uint64_t* keys = c.keys + image * c.capacity;
   const float4* boxes = c.boxes + image * c.rows;
-  const bool offset_classes = !a.agnostic && a.class_offset > 0.f;
+  // The span of all candidates' coordinates (lowest, highest), kept where an offset is used.
+  const bool spans = !a.agnostic && (a.batched_nms || a.class_offset > 0.f);
+  const float low = spans ? from_ordered_bits(~c.span[2 * image + 1]) : 0.f;
+  const float high = spans ? from_ordered_bits(c.span[2 * image]) : 0.f;
+  const float class_offset = a.batched_nms
+                                 ? batched_nms_class_offset(high, static_cast<long long>(count))
+                                 : a.class_offset;
+  const bool offset_classes = spans && class_offset > 0.f;
   int64_t kept = 0;
   if (limit > 0 && a.max_keep > 0) {
     bool cross = a.agnostic;
     if (offset_classes) {
-      // YOLOv7 meets classes only through the class offset. Boxes shifted by class * offset can
+      // Classes meet only through the class offset. Boxes shifted by class * offset can
       // overlap across classes only when the boxes span at least the offset; nms_cpu.cpp then
       // runs one NMS over all of them. It decides on the considered candidates; the span of
       // all candidates bounds theirs, and where it differs cross-class IoUs are 0 either way.
-      const float low = from_ordered_bits(~c.span[2 * image + 1]);
-      const float high = from_ordered_bits(c.span[2 * image]);
-      cross = high - low >= a.class_offset;
+      cross = high - low >= class_offset;
     }
     if (threadIdx.x == 0) {
       s.pos = 0;
@@ -279,7 +284,7 @@ __global__ void __launch_bounds__(kThreads) greedy_nms_kernel(GreedyArgs a) {
         long long cls;
         row_and_class(a, uint32_t(key), row, cls);
         const float4 b = boxes[row];
-        const float shift = offset_classes ? a.class_offset * static_cast<float>(cls) : 0.f;
+        const float shift = offset_classes ? class_offset * static_cast<float>(cls) : 0.f;
         const float4 sb = make_float4(b.x + shift, b.y + shift, b.z + shift, b.w + shift);
         const float area = box_area(sb.x, sb.y, sb.z, sb.w);
         s.box[t] = sb;

@@ -142,6 +142,7 @@ struct GreedyArgs {
   bool classes_int64;
   int64_t class_stride;
   float class_offset;      // YOLOv7 max_wh: IoU on boxes shifted by class * offset; 0: none
+  bool batched_nms;        // DAMO-YOLO: the offset is batched_nms_class_offset (nms_math.h)
   bool agnostic;           // every candidate meets every other (one class)
   int64_t max_candidates;  // only the first this many in key order; -1: all
   int64_t max_keep;

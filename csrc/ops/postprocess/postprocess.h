@@ -6,7 +6,8 @@
 //   only the first best class if > conf (the class filter applies after that choice); the
 //   max_candidates highest go to NMS with the class-offset trick (kYoloV7ClassOffset).
 // - DAMO-YOLO (scores [B,N,C], boxes [B,N,4] x1y1x2y2): every (box, class) with score > conf
-//   (multi-label; single-label keeps the best class), exact per-class NMS.
+//   (multi-label; single-label keeps the best class), torchvision's batched_nms: its float32
+//   coordinate trick up to kBatchedNmsCoordinateTrickLimit candidates, per-class NMS above.
 // - end2end (NMS done by the engine): rows below num_dets with score > conf, no NMS.
 // All: at most max_det kept, score-descending; boxes mapped back through BoxTransform and clipped.
 #pragma once

@@ -6,6 +6,7 @@
 #include "common/sort.h"
 #include "common/thread_pool.h"
 #include "ops/nms/nms.h"
+#include "ops/nms/nms_math.h"
 #include "ops/postprocess/postprocess.h"
 
 namespace fastdet {
@@ -90,16 +91,28 @@ void add_yolov7_row(const float* box, float obj, const float* class_probs, int64
   }
 }
 
+// How classes stay apart in each family's NMS.
+enum class ClassShift {
+  YoloV7MaxWh,  // boxes + class * 4096, one NMS (YOLOv7's non_max_suppression)
+  BatchedNms,   // torchvision batched_nms (DAMO-YOLO): see batched_nms_class_offset
+  None,         // end2end: NMS was done by the engine
+};
+
 // NMS (or, for end2end, a plain score sort), max_det, mapping back and clipping.
 DetectionList finish(const Candidates& candidates, const PostprocessOptions& options,
-                     float class_offset, bool run_nms, const BoxTransform& transform) {
+                     ClassShift shift, const BoxTransform& transform) {
+  const bool run_nms = shift != ClassShift::None;
   std::vector<int64_t> keep;
   if (run_nms) {
     NmsOptions nms;
     nms.iou_threshold = options.iou;
     nms.max_det = options.max_det;
     nms.max_candidates = options.max_candidates;
-    nms.class_offset = class_offset;
+    if (shift == ClassShift::YoloV7MaxWh) nms.class_offset = kYoloV7ClassOffset;
+    if (shift == ClassShift::BatchedNms && !candidates.boxes.empty()) {
+      const float highest = *std::max_element(candidates.boxes.begin(), candidates.boxes.end());
+      nms.class_offset = batched_nms_class_offset(highest, candidates.size());
+    }
     keep = nms_cpu(candidates.boxes.data(), candidates.scores.data(),
                    options.agnostic ? nullptr : candidates.classes.data(), candidates.size(), nms);
   } else {
@@ -125,15 +138,15 @@ DetectionList finish(const Candidates& candidates, const PostprocessOptions& opt
 // Runs collect(image, candidates) then finish() for every image, images in parallel.
 template <typename Collect>
 std::vector<DetectionList> per_image(const std::vector<BoxTransform>& transforms,
-                                     const PostprocessOptions& options, float class_offset,
-                                     bool run_nms, Collect collect) {
+                                     const PostprocessOptions& options, ClassShift shift,
+                                     Collect collect) {
   std::vector<DetectionList> results(transforms.size());
   parallel_for(static_cast<int64_t>(transforms.size()), 1, [&](int64_t begin, int64_t end) {
     Candidates candidates;
     for (int64_t image = begin; image < end; ++image) {
       candidates.clear();
       collect(image, candidates);
-      results[image] = finish(candidates, options, class_offset, run_nms, transforms[image]);
+      results[image] = finish(candidates, options, shift, transforms[image]);
     }
   });
   return results;
@@ -148,7 +161,7 @@ std::vector<DetectionList> postprocess_yolov7_cpu(const YoloV7GridOutput& output
   FASTDET_CHECK(num_classes >= 1, "postprocess: a yolov7 output needs at least 6 channels, got ",
                 output.channels);
   const ClassFilter filter(options.classes, num_classes);
-  return per_image(transforms, options, kYoloV7ClassOffset, true,
+  return per_image(transforms, options, ClassShift::YoloV7MaxWh,
                    [&](int64_t image, Candidates& out) {
                      const float* rows = output.data + image * output.rows * output.channels;
                      for (int64_t n = 0; n < output.rows; ++n) {
@@ -174,7 +187,7 @@ std::vector<DetectionList> postprocess_yolov7_raw_cpu(const std::vector<YoloV7Ra
                 levels[0].channels);
   const ClassFilter filter(options.classes, num_classes);
   return per_image(
-      transforms, options, kYoloV7ClassOffset, true, [&](int64_t image, Candidates& out) {
+      transforms, options, ClassShift::YoloV7MaxWh, [&](int64_t image, Candidates& out) {
         std::vector<float> class_probs(num_classes);
         int64_t row_index = 0;
         for (const YoloV7RawLevel& level : levels) {
@@ -208,38 +221,39 @@ std::vector<DetectionList> postprocess_damo_cpu(const DamoOutput& output,
                                                 const std::vector<BoxTransform>& transforms,
                                                 const PostprocessOptions& options) {
   const ClassFilter filter(options.classes, output.classes);
-  return per_image(transforms, options, 0.f, true, [&](int64_t image, Candidates& out) {
-    const float* scores = output.scores + image * output.rows * output.classes;
-    const float* boxes = output.boxes + image * output.rows * 4;
-    for (int64_t n = 0; n < output.rows; ++n) {
-      const float* row_scores = scores + n * output.classes;
-      const float* box = boxes + n * 4;
-      check_scores_not_nan(box, row_scores, output.classes, image, n);
-      if (options.multi_label) {
-        for (int64_t k = 0; k < output.classes; ++k) {
-          if (row_scores[k] > options.conf && filter.accepts(k)) {
-            check_finite_box(box, row_scores[k], image, n);
-            out.add(box, row_scores[k], static_cast<int32_t>(k));
-          }
-        }
-        continue;
-      }
-      int64_t best = 0;
-      for (int64_t k = 1; k < output.classes; ++k) {
-        if (row_scores[k] > row_scores[best]) best = k;
-      }
-      if (row_scores[best] > options.conf && filter.accepts(best)) {
-        check_finite_box(box, row_scores[best], image, n);
-        out.add(box, row_scores[best], static_cast<int32_t>(best));
-      }
-    }
-  });
+  return per_image(transforms, options, ClassShift::BatchedNms,
+                   [&](int64_t image, Candidates& out) {
+                     const float* scores = output.scores + image * output.rows * output.classes;
+                     const float* boxes = output.boxes + image * output.rows * 4;
+                     for (int64_t n = 0; n < output.rows; ++n) {
+                       const float* row_scores = scores + n * output.classes;
+                       const float* box = boxes + n * 4;
+                       check_scores_not_nan(box, row_scores, output.classes, image, n);
+                       if (options.multi_label) {
+                         for (int64_t k = 0; k < output.classes; ++k) {
+                           if (row_scores[k] > options.conf && filter.accepts(k)) {
+                             check_finite_box(box, row_scores[k], image, n);
+                             out.add(box, row_scores[k], static_cast<int32_t>(k));
+                           }
+                         }
+                         continue;
+                       }
+                       int64_t best = 0;
+                       for (int64_t k = 1; k < output.classes; ++k) {
+                         if (row_scores[k] > row_scores[best]) best = k;
+                       }
+                       if (row_scores[best] > options.conf && filter.accepts(best)) {
+                         check_finite_box(box, row_scores[best], image, n);
+                         out.add(box, row_scores[best], static_cast<int32_t>(best));
+                       }
+                     }
+                   });
 }
 
 std::vector<DetectionList> postprocess_end2end_cpu(const End2EndOutput& output,
                                                    const std::vector<BoxTransform>& transforms,
                                                    const PostprocessOptions& options) {
-  return per_image(transforms, options, 0.f, false, [&](int64_t image, Candidates& out) {
+  return per_image(transforms, options, ClassShift::None, [&](int64_t image, Candidates& out) {
     const int64_t count = std::min<int64_t>(output.num_dets[image], output.k);
     for (int64_t n = 0; n < count; ++n) {
       const float score = output.scores[image * output.k + n];

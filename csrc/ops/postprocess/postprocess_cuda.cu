@@ -567,6 +567,7 @@ void PostprocessCuda::enqueue(const PostprocessCudaInput& input_arg,
   greedy.num_classes = num_classes;
   greedy.classes = nullptr;
   greedy.class_offset = input.format == CudaOutputFormat::Damo ? 0.f : kYoloV7ClassOffset;
+  greedy.batched_nms = input.format == CudaOutputFormat::Damo;
   greedy.agnostic = options.agnostic;
   greedy.max_candidates = options.max_candidates;
   greedy.max_keep = max_keep;
