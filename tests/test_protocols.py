@@ -314,6 +314,38 @@ def test_a_fixed_shape_yolov7_engine_is_refused_before_any_image(
     assert "--dynamic" in message and "torch backend" in message
 
 
+@pytest.mark.parametrize(
+    ("family", "format", "mode", "dynamic", "refused"),
+    [
+        ("yolov7", "yolov7", "letterbox", True, None),
+        ("yolov7", "yolov7-raw", "letterbox", True, None),
+        ("yolov7", "yolov7", "letterbox", False, "whose input is fixed at 1x3x640x640"),
+        ("yolov7", "end2end", "letterbox", True, "an export with NMS inside"),
+        ("yolov7", "max-wh", "letterbox", True, "an export with NMS inside"),
+        ("damo", "damo", "stretch", False, None),
+        ("damo", "damo", "topleft", False, "preprocessed with 'topleft'"),
+    ],
+)
+def test_which_engines_the_official_protocol_runs(family, format, mode, dynamic, refused):
+    from types import SimpleNamespace
+
+    from fastdet.protocols import check_official
+
+    class Engine:
+        backend = "tensorrt"
+        input = SimpleNamespace(shape=(1, 3, 640, 640))
+        dynamic_shape = dynamic
+
+    spec = SimpleNamespace(family=family, format=format, preprocessing={"mode": mode})
+    detector = SimpleNamespace(engine=Engine(), spec=spec)
+    if refused is None:
+        check_official(detector)
+        return
+    with pytest.raises(ValueError, match=r"^val: protocol must be 'engine' for ") as caught:
+        check_official(detector)
+    assert refused in str(caught.value) and "got 'official'" in str(caught.value)
+
+
 def test_official_protocol_picks_an_engine_that_can_run_it():
     from fastdet.evaluate import _official_detector_kwargs
 

@@ -141,6 +141,15 @@ def check_official(detector: Any) -> None:
             "fixed in the graph, not the official evaluation's); the official protocol needs an "
             "export without NMS (" + ", ".join(_OFFICIAL_FORMATS) + ")",
         )
+    mode = spec.preprocessing.get("mode")
+    if spec.family == "damo" and mode != "stretch":
+        fail(
+            "val",
+            "protocol",
+            "official",
+            f"'engine' for a DAMO-YOLO model preprocessed with {mode!r}: the official protocol "
+            "reproduces the evaluation of the current (2023-03) models, which stretch",
+        )
     if spec.family == "yolov7" and not engine.dynamic_shape:
         shape = "x".join("?" if d is None else str(d) for d in engine.input.shape)
         fail(
