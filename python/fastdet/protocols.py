@@ -13,7 +13,9 @@
   DAMO-YOLO (tools/eval.py): images decoded by PIL (RGB, EXIF orientation not applied),
   stretched to the input size; NMS at the variant's conf / iou (nano 0.03 / 0.65, others 0.05 /
   0.7), 500 kept; boxes scaled to the annotation's image size without clipping; records
-  unrounded, by image id.
+  unrounded, by image id. Its script runs 128 images a batch; the grouping does not change
+  what it detects (every image is stretched to the same input), so fastdet's batch_size only
+  sets how many images go through the engine at once.
 
 model-facts.md sections 2, 4 and 6 hold the facts; the official code was read for the details
 named in the comments.
@@ -212,7 +214,9 @@ def run_official(
 
 
 def _stride(detector: Any) -> int:
-    """test.py's grid size: the largest output stride, at least 32."""
+    """test.py's grid size: the largest output stride, at least 32. The strides come from
+    fastdet's metadata (zoo models, fastdet exports); a network without it is taken for a P5
+    model (stride 32)."""
     metadata = detector.engine.metadata
     strides = metadata.strides if metadata is not None and metadata.strides else (32,)
     return max(max(strides), 32)
