@@ -588,6 +588,170 @@ def mapped(dets: Dets, g: Geometry) -> Dets:
 
 
 # --------------------------------------------------------------------------------------------
+# The official evaluations, step by step (model-facts sections 2, 4 and 6; YOLOv7 test.py with
+# utils/datasets.py, DAMO-YOLO tools/eval.py with its COCO dataset and evaluator). Each takes the
+# network as `network(batch) -> outputs` (float32 NCHW in, numpy outputs in the official order)
+# and returns the COCO result records in the order the official script writes them. Arithmetic
+# in the official dtypes as torch runs it on the CPU: float32 tensors, Python scalars rounded to
+# float32, divisions true.
+# --------------------------------------------------------------------------------------------
+
+# COCO category id of each of the 80 classes: 1-11, 13-25, 27, 28, 31-44, 46-65, 67, 70, 72-82,
+# 84-90 (model-facts section 6).
+COCO_CATEGORY_IDS = (
+    list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45))
+    + list(range(46, 66)) + [67, 70] + list(range(72, 83)) + list(range(84, 91))
+)  # fmt: skip
+
+
+def header_hw(path) -> tuple[int, int]:
+    """test.py's exif_size as (h, w): the PIL header size, height and width exchanged when a
+    JPEG's EXIF orientation is 6 or 8."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        if im.format in ("JPEG", "MPO") and im.getexif().get(274) in (6, 8):
+            w, h = h, w
+    return h, w
+
+
+def yolov7_rect_shapes(hw, batch_size: int, img_size: int, stride: int, pad: float = 0.5):
+    """test.py's rect loader: images in np.argsort order of h / w, batch k holding positions
+    [k * batch_size, (k + 1) * batch_size); each batch's letterbox (H, W) from the extreme ratios
+    of its images. Returns (order, per-position batch index, per-batch shapes)."""
+    s = np.array([(w, h) for h, w in hw], dtype=np.float64)
+    ar = s[:, 1] / s[:, 0]
+    order = ar.argsort()
+    ar = ar[order]
+    n = len(order)
+    batch_of = np.floor(np.arange(n) / batch_size).astype(int)
+    shapes = []
+    for b in range(batch_of[-1] + 1):
+        ari = ar[batch_of == b]
+        rel = [1, 1]
+        if ari.max() < 1:
+            rel = [ari.max(), 1]
+        elif ari.min() > 1:
+            rel = [1, 1 / ari.min()]
+        shapes.append(rel)
+    sides = np.ceil(np.array(shapes) * img_size / stride + pad).astype(int) * stride
+    return order, batch_of, [(int(a), int(b)) for a, b in sides]
+
+
+def yolov7_test_py_records(
+    paths, ids, network, *, batch_size: int, img_size: int = 640, stride: int = 32
+) -> list[dict]:
+    """YOLOv7 test.py with --save-json on the CPU (fp32), conf 0.001, iou 0.65, multi-label."""
+    order, batch_of, shapes = yolov7_rect_shapes(
+        [header_hw(p) for p in paths], batch_size, img_size, stride
+    )
+    records: list[dict] = []
+    for b, (height, width) in enumerate(shapes):
+        members = [int(order[k]) for k in np.nonzero(batch_of == b)[0]]
+        inputs, meta = [], []
+        for i in members:
+            im0 = cv2.imread(str(paths[i]))
+            h0, w0 = im0.shape[:2]
+            r = img_size / max(h0, w0)
+            im = im0
+            if r != 1:
+                interpolation = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
+                im = cv2.resize(im0, (int(w0 * r), int(h0 * r)), interpolation=interpolation)
+            h, w = im.shape[:2]
+            # The letterbox, never enlarging: ratio <= 1, odd padding to the bottom/right.
+            g = letterbox_geometry(h, w, (height, width), scaleup=False)
+            if (g.resized_size[1], g.resized_size[0]) != (w, h):
+                im = cv2.resize(im, g.resized_size[::-1], interpolation=cv2.INTER_LINEAR)
+            im = cv2.copyMakeBorder(
+                im, g.top, g.bottom, g.left, g.right, cv2.BORDER_CONSTANT, value=(114, 114, 114)
+            )
+            inputs.append(np.ascontiguousarray(im[:, :, ::-1].transpose(2, 0, 1)))
+            meta.append(((h0, w0), h / h0, g.pad))
+        x = np.stack(inputs).astype(np.float32) / np.float32(255)
+        prediction = np.asarray(network(x)[0], dtype=np.float32)
+        for k, i in enumerate(members):
+            (h0, w0), gain, (pad_w, pad_h) = meta[k]
+            dets = yolov7_nms_reference(
+                prediction[k], 0.001, 0.65, multi_label=True, max_det=300, max_candidates=30000
+            )
+            # scale_coords with ratio_pad: minus the padding, over the height gain, clipped.
+            box = dets.boxes.copy()
+            box[:, [0, 2]] -= np.float32(pad_w)
+            box[:, [1, 3]] -= np.float32(pad_h)
+            box /= np.float32(gain)
+            box[:, [0, 2]] = np.clip(box[:, [0, 2]], np.float32(0), np.float32(w0))
+            box[:, [1, 3]] = np.clip(box[:, [1, 3]], np.float32(0), np.float32(h0))
+            # xyxy2xywh, then the centre moved to the top-left corner, all float32.
+            xywh = np.empty_like(box)
+            xywh[:, 0] = (box[:, 0] + box[:, 2]) / np.float32(2)
+            xywh[:, 1] = (box[:, 1] + box[:, 3]) / np.float32(2)
+            xywh[:, 2] = box[:, 2] - box[:, 0]
+            xywh[:, 3] = box[:, 3] - box[:, 1]
+            xywh[:, :2] -= xywh[:, 2:] / np.float32(2)
+            for row, score, cls in zip(
+                xywh.tolist(), dets.scores.tolist(), dets.classes.tolist(), strict=True
+            ):
+                records.append(
+                    {
+                        "image_id": ids[i],
+                        "category_id": COCO_CATEGORY_IDS[int(cls)],
+                        "bbox": [round(v, 3) for v in row],
+                        "score": round(score, 5),
+                    }
+                )
+    return records
+
+
+def damo_eval_records(
+    paths,
+    ids,
+    sizes,
+    network,
+    *,
+    input_size: int,
+    conf: float,
+    iou: float,
+    batch_size: int,
+) -> list[dict]:
+    """DAMO-YOLO tools/eval.py: images by id, decoded by PIL as RGB, stretched with
+    cv2.resize(INTER_LINEAR), float 0-255; multiclass NMS (500 kept); boxes scaled to the
+    annotation's (h, w) in `sizes` by id; bbox x, y, w, h and score as they are."""
+    from PIL import Image
+
+    by_id = sorted(range(len(paths)), key=lambda i: ids[i])
+    records: list[dict] = []
+    for first in range(0, len(by_id), batch_size):
+        members = by_id[first : first + batch_size]
+        inputs = []
+        for i in members:
+            with Image.open(paths[i]) as im:
+                rgb = np.asarray(im.convert("RGB"))
+            resized = cv2.resize(rgb, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+            inputs.append(resized.astype(np.uint8).transpose(2, 0, 1).astype(np.float32))
+        scores, boxes = (np.asarray(o, dtype=np.float32) for o in network(np.stack(inputs)))
+        for k, i in enumerate(members):
+            dets = damo_nms_reference(scores[k], boxes[k], conf, iou, max_det=500)
+            h0, w0 = sizes[ids[i]]
+            box = dets.boxes.copy()
+            box[:, 0::2] *= np.float32(w0 / input_size)
+            box[:, 1::2] *= np.float32(h0 / input_size)
+            box[:, 2:] -= box[:, :2]
+            for row, score, cls in zip(
+                box.tolist(), dets.scores.tolist(), dets.classes.tolist(), strict=True
+            ):
+                records.append(
+                    {
+                        "image_id": ids[i],
+                        "category_id": COCO_CATEGORY_IDS[int(cls)],
+                        "bbox": row,
+                        "score": score,
+                    }
+                )
+    return records
+
+
+# --------------------------------------------------------------------------------------------
 # Workloads (shared with benchmarks/)
 # --------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import sys
 import fastdet
 import numpy as np
 import pytest
+import reference as R
 from fastdet.detections import Detection, Detections
 
 NAMES = ("person", "bicycle", "car", "motorcycle")
@@ -272,6 +273,31 @@ def test_to_coco_is_unchanged():
     records = three().to_coco(image_id=139)
     assert records[1] == {"image_id": 139, "category_id": 3, "bbox": [0, 0, 100, 50], "score": 0.6}
     assert [r["category_id"] for r in records] == [1, 3, 1]
+
+
+def test_to_coco_computes_as_each_family_s_evaluation(rng):
+    """ "yolov7": test.py's float32 xyxy2xywh then centre minus half the size, rounded to 3 and 5
+    decimals; "damo": x1, y1 and the float32 differences, unrounded (model-facts section 6)."""
+    xy = rng.uniform(-20, 600, size=(500, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 300, size=(500, 2))], axis=1)
+    boxes = boxes.astype(np.float32)
+    scores = rng.uniform(0, 1, size=500).astype(np.float32)
+    classes = rng.integers(0, 80, size=500).astype(np.int32)
+    d = Detections(boxes, scores, classes)
+    two = np.float32(2)
+    size = boxes[:, 2:] - boxes[:, :2]
+    corner = (boxes[:, :2] + boxes[:, 2:]) / two - size / two
+    yolov7 = d.to_coco(7)
+    assert [r["bbox"] for r in yolov7] == [
+        [round(v, 3) for v in row] for row in np.concatenate([corner, size], 1).tolist()
+    ]
+    assert [r["score"] for r in yolov7] == [round(s, 5) for s in scores.tolist()]
+    damo = d.to_coco(7, convention="damo")
+    assert [r["bbox"] for r in damo] == np.concatenate([boxes[:, :2], size], 1).tolist()
+    assert [r["score"] for r in damo] == scores.tolist()
+    for records in (yolov7, damo):
+        assert [r["category_id"] for r in records] == [R.COCO_CATEGORY_IDS[c] for c in classes]
+        assert all(r["image_id"] == 7 for r in records)
 
 
 def test_to_pandas():

@@ -497,6 +497,16 @@ CASES = [
         "classes",
         "got 80",
     ),
+    (
+        "to-coco-convention",
+        lambda: fastdet.Detections(
+            np.zeros((0, 4), np.float32), np.ones(0, np.float32), np.zeros(0, np.int32)
+        ).to_coco(1, convention="coco"),
+        ValueError,
+        "Detections.to_coco",
+        "convention",
+        "got 'coco'",
+    ),
     ("threads-0", lambda: fastdet.set_num_threads(0), ValueError, "set_num_threads", "n"),
     ("threads-huge", lambda: fastdet.set_num_threads(10**6), ValueError, "set_num_threads", "n"),
     ("threads-float", lambda: fastdet.set_num_threads(2.0), TypeError, "set_num_threads", "n"),

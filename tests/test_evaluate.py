@@ -118,6 +118,14 @@ def test_val_checks_everything_before_the_model_runs(annotation_file, tmp_path, 
         val("yolov7-tiny", data, save_json=tmp_path)
     with pytest.raises(ValueError, match=r"val: data must be a folder of images"):
         val("yolov7-tiny", tmp_path / "missing")
+    with pytest.raises(
+        ValueError, match=r"val: protocol must be one of 'engine', 'official', got 'test.py'"
+    ):
+        val("yolov7-tiny", data, protocol="test.py")
+    with pytest.raises(ValueError, match=r"val: batch_size must be an integer in \[1, 4096\]"):
+        val("yolov7-tiny", data, protocol="official", batch_size=0)
+    with pytest.raises(TypeError, match=r"val: batch_size must be an integer, got '32'"):
+        val("yolov7-tiny", data, protocol="official", batch_size="32")
 
 
 def test_val_cli_prints_the_coco_summary_and_the_random_weights_note(

@@ -7,6 +7,7 @@ the reference geometry.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import fastdet
@@ -628,6 +629,27 @@ def test_transform_to_original(rng, mode, stride):
             transform.to_original(boxes.astype(np.float64).tolist()), got, atol=0, rtol=0
         )
         assert transform.to_original(np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_transform_without_clip_maps_exactly(rng):
+    """clip=False leaves boxes past the image where they are (DAMO-YOLO's evaluation does not
+    clip); scale 1 and pad 0 keep them exactly as given, on the CPU and in postprocess."""
+    (transform,) = transforms_for([(333, 500)], mode="stretch")
+    unclipped = dataclasses.replace(transform, clip=False)
+    xy = rng.uniform(-100, 740, size=(200, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 300, size=(200, 2))], axis=1)
+    boxes = boxes.astype(np.float32)
+    scale = np.float32([transform.scale[0], transform.scale[1]] * 2)
+    np.testing.assert_array_equal(unclipped.to_original(boxes), boxes / scale)
+    assert unclipped.to_original(boxes).min() < 0 and transform.to_original(boxes).min() == 0
+    identity = dataclasses.replace(unclipped, scale=(1.0, 1.0), pad=(0.0, 0.0))
+    np.testing.assert_array_equal(identity.to_original(boxes), boxes)
+    scores = np.zeros((1, len(boxes), 80), np.float32)
+    scores[0, :, 3] = np.linspace(0.9, 0.5, len(boxes), dtype=np.float32)
+    (dets,) = fastdet.postprocess(
+        [scores, boxes[None]], "damo", [identity], conf=0.05, iou=1.0, max_det=len(boxes)
+    )
+    np.testing.assert_array_equal(dets.boxes, boxes)
 
 
 # --------------------------------------------------------------------------------------------

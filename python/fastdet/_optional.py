@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, str | None]] = {
     "onnx": ("onnx", "onnx"),
     "torch": ("torch", "zoo"),
     "pycocotools": ("pycocotools", "eval"),
+    "PIL": ("pillow", "eval"),
     "cv2": ("opencv-python-headless", "vision"),
     "simplejpeg": ("simplejpeg", "vision"),
     "matplotlib": ("matplotlib", "report"),

@@ -131,6 +131,7 @@ def _export(args: argparse.Namespace) -> int:
         imgsz=args.imgsz,
         batch=args.batch,
         dynamic_batch=args.dynamic_batch,
+        dynamic=args.dynamic,
         half=args.half,
         opset=args.opset,
     )
@@ -147,6 +148,8 @@ def _val(args: argparse.Namespace) -> int:
         ann=args.ann,
         save_json=args.save_json,
         limit=args.limit,
+        protocol=args.protocol,
+        batch_size=args.batch_size,
         weights=args.weights,
         backend=args.backend,
         device=args.device,
@@ -277,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     batch = export.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, default=1, help="static batch size")
     batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension")
+    batch.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="dynamic batch, height and width (for val --protocol official with YOLOv7 on ONNX "
+        "Runtime; TensorRT builds need a static height and width)",
+    )
     export.add_argument("--half", action="store_true", help="fp16 weights and I/O")
     export.add_argument("--opset", type=int, help="ONNX opset (default: the official export's)")
     export.set_defaults(run=_export)
@@ -289,6 +298,21 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("--weights", help="official checkpoint for a zoo model")
     validate.add_argument(
         "--limit", type=positive_int, help="evaluate only the first N images (N >= 1)"
+    )
+    validate.add_argument(
+        "--protocol",
+        choices=("engine", "official"),
+        default="engine",
+        help="engine (default): the Detector at the engine's fixed input, what a deployed engine "
+        "scores; official: the family's own evaluation (YOLOv7 test.py's rectangular batches, "
+        "DAMO-YOLO tools/eval.py), what official checkpoints score their published mAP with "
+        "(YOLOv7: torch backend or an ONNX exported with --dynamic)",
+    )
+    validate.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help="images per batch (official default 32, test.py's: it decides YOLOv7's rectangles)",
     )
     validate.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch")
     validate.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -19,6 +19,8 @@ from fastdet._optional import require
 from fastdet.coco import CATEGORY_IDS
 
 _IMAGE = "a (height, width, 3) uint8 BGR numpy array"
+#: How Detections.to_coco writes its records: as YOLOv7's test.py or DAMO-YOLO's evaluator does.
+COCO_CONVENTIONS = ("yolov7", "damo")
 _INDEX = "an int, a slice, a 1-D integer array or a boolean mask of length n"
 
 
@@ -265,25 +267,57 @@ class Detections:
         return json.dumps(record, indent=indent)
 
     def to_coco(
-        self, image_id: int, category_ids: Sequence[int] = CATEGORY_IDS
+        self,
+        image_id: int,
+        category_ids: Sequence[int] = CATEGORY_IDS,
+        *,
+        convention: str = "yolov7",
     ) -> list[dict[str, Any]]:
-        """COCO result records: bbox [x, y, w, h] rounded to 3 decimals, score to 5 (as YOLOv7's
-        test.py writes them), class index mapped to the COCO category id."""
+        """COCO result records, the class index mapped to the COCO category id and the bbox
+        [x, y, width, height] computed in float32 as each family's evaluation computes it:
+
+        - "yolov7" (test.py): width = x2 - x1, x = (x1 + x2) / 2 - width / 2; bbox rounded to 3
+          decimals, score to 5;
+        - "damo" (DAMO-YOLO's COCO evaluator): x = x1, width = x2 - x1; nothing rounded.
+        """
+        if convention not in COCO_CONVENTIONS:
+            fail(
+                "Detections.to_coco",
+                "convention",
+                convention,
+                " or ".join(repr(c) for c in COCO_CONVENTIONS),
+            )
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+        width, height = x2 - x1, y2 - y1
+        if convention == "yolov7":
+            two = np.float32(2)
+            x1 = (x1 + x2) / two - width / two
+            y1 = (y1 + y2) / two - height / two
         records = []
-        for (x1, y1, x2, y2), score, cls in zip(
-            self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(), strict=True
+        for x, y, w, h, score, cls in zip(
+            x1.tolist(),
+            y1.tolist(),
+            width.tolist(),
+            height.tolist(),
+            self.scores.tolist(),
+            self.classes.tolist(),
+            strict=True,
         ):
             if not 0 <= cls < len(category_ids):
                 raise ValueError(
                     f"Detections.to_coco: classes must be class indices in "
                     f"[0, {len(category_ids) - 1}] (one per category id), got {cls}"
                 )
+            bbox = [x, y, w, h]
+            if convention == "yolov7":
+                bbox, score = [round(v, 3) for v in bbox], round(score, 5)
             records.append(
                 {
                     "image_id": int(image_id),
                     "category_id": int(category_ids[cls]),
-                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                    "score": round(score, 5),
+                    "bbox": bbox,
+                    "score": score,
                 }
             )
         return records

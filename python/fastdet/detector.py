@@ -441,6 +441,9 @@ class Detector:
         """This thread's GPU frame pipeline, or None when the frame runs through the host."""
         if not (self.device == "cuda" and self.engine.device_io and settings.cuda_is_available()):
             return None
+        if None in self.engine.input.shape[2:]:
+            # A dynamic-shape ONNX has no fixed input binding to preprocess into: host path.
+            return None
         found = getattr(self._local, "pipeline", None)
         if found is None:
             from fastdet.cuda import CudaRuntime

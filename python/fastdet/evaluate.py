@@ -7,12 +7,13 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastdet._checks import check_integer, fail
+from fastdet._checks import check_choice, check_integer, fail
 from fastdet._optional import require
+from fastdet.protocols import PROTOCOLS
 from fastdet.sources import IMAGE_SUFFIXES
 
 #: COCOeval.stats in order.
@@ -93,7 +94,9 @@ def coco_eval(
         return dict.fromkeys(STAT_NAMES, 0.0)
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with sink:
-        detections = ground_truth.loadRes(results)
+        # loadRes adds keys (area, id, segmentation) to the dicts it is given: copies keep the
+        # caller's records as they were.
+        detections = ground_truth.loadRes([dict(r) for r in results])
         evaluator = COCOeval(ground_truth, detections, "bbox")
         evaluator.params.imgIds = ids
         evaluator.evaluate()
@@ -153,6 +156,8 @@ def val(
     ann: str | os.PathLike[str] | None = None,
     save_json: str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    protocol: str = "engine",
+    batch_size: int | None = None,
     verbose: bool = True,
     progress: bool = True,
     **detector_kwargs: Any,
@@ -161,15 +166,33 @@ def val(
     (YOLOv7: conf 0.001, iou 0.65, multi-label, 300 kept; DAMO-YOLO: conf 0.05, iou 0.7, 500 kept
     — nano 0.03 / 0.65), evaluation restricted to the images run.
 
-    Everything is checked before the model runs: the images, the annotations, `limit` (>= 1)
-    and that `save_json` can be written. With `verbose`, prints pycocotools' 12-line summary
-    and the per-stage speed; with `progress`, a progress bar (tqdm when installed).
+    protocol:
+        "engine" (default): the Detector as deployed, every image preprocessed to the engine's
+            fixed input: what an exported engine scores.
+        "official": the family's own evaluation script reproduced (fastdet.protocols): YOLOv7's
+            test.py (INTER_AREA load to the long side, rectangular batches of `batch_size`
+            sorted by aspect ratio, letterbox without enlarging, its mapping back and JSON
+            rounding) or DAMO-YOLO's tools/eval.py (PIL decoding, stretch, its mapping back,
+            unrounded records). What official checkpoints score their published mAP with.
+            YOLOv7 needs an engine that takes any input shape: a zoo name runs on the torch
+            backend unless another is asked for; a fixed-shape engine is refused.
+    batch_size: images per batch; default 32 for "official" (test.py's, which decides
+        YOLOv7's rectangles), the engine's batch for "engine".
 
-    Returns the coco_eval metrics plus "images", "seconds" and "stages" (the Detector's
-    profile).
+    Everything is checked before the model runs: the images, the annotations, `limit` (>= 1),
+    `protocol`, `batch_size` and that `save_json` can be written. `save_json` receives the COCO
+    predictions (a list, as pycocotools loads it) and, beside it, NAME.meta.json with the
+    protocol, its settings and the metrics. With `verbose`, prints pycocotools' 12-line summary,
+    the protocol and the per-stage speed; with `progress`, a progress bar (tqdm when installed).
+
+    Returns the coco_eval metrics plus "protocol", "settings", "images", "seconds" and "stages"
+    (per-stage timings).
     """
     from fastdet.detector import Detector
 
+    check_choice("val", "protocol", protocol, PROTOCOLS)
+    if batch_size is not None:
+        batch_size = check_integer("val", "batch_size", batch_size, 1, 4096)
     if limit is not None:
         limit = check_integer("val", "limit", limit, 1)
     root = Path(data)
@@ -183,30 +206,132 @@ def val(
             fail("val", "save_json", str(target), "a file path, not a folder")
         if not os.access(target.parent if str(target.parent) else ".", os.W_OK):
             fail("val", "save_json", str(target), "a file in a writable folder")
-    detector = model if isinstance(model, Detector) else Detector(model, **detector_kwargs)
-    settings = _evaluation_settings(detector)
-    predictions: list[dict[str, Any]] = []
+    if isinstance(model, Detector):
+        detector = model
+    else:
+        if protocol == "official":
+            detector_kwargs = _official_detector_kwargs(model, detector_kwargs)
+        detector = Detector(model, **detector_kwargs)
+    thresholds = _evaluation_settings(detector)
     started = time.perf_counter()
-    results = detector.stream([str(f) for f in files], **settings)
-    for detections, image_id in zip(_progress(results, len(files), progress), ids, strict=True):
-        predictions.extend(detections.to_coco(image_id))
+    if protocol == "official":
+        from fastdet.protocols import DEFAULT_BATCH_SIZE, check_official, run_official
+
+        check_official(detector)  # before any image is read
+        sizes = {
+            int(i): (int(img["height"]), int(img["width"]))
+            for i, img in ground_truth.imgs.items()
+            if "height" in img and "width" in img
+        }
+        with _progress_bar(len(files), progress) as advance:
+            run = run_official(
+                detector,
+                files,
+                ids,
+                sizes,
+                thresholds,
+                batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                on_batch=advance,
+            )
+        predictions, stages, settings = run.records, run.stages, run.settings
+    else:
+        predictions = []
+        results = detector.stream([str(f) for f in files], batch=batch_size, **thresholds)
+        for detections, image_id in zip(_progress(results, len(files), progress), ids, strict=True):
+            predictions.extend(detections.to_coco(image_id))
+        stages = detector.profile()
+        settings = {
+            "family": detector.spec.family,
+            "batch_size": batch_size,
+            "input_size": list(detector.spec.input_size),
+            **thresholds,
+        }
     elapsed = time.perf_counter() - started
     if target is not None:
         target.write_text(json.dumps(predictions))
     metrics: dict[str, Any] = coco_eval(predictions, ground_truth, image_ids=ids, verbose=verbose)
+    metrics["protocol"] = protocol
+    metrics["settings"] = settings
     metrics["images"] = len(files)
     metrics["seconds"] = elapsed
-    metrics["stages"] = detector.profile()
+    metrics["stages"] = stages
+    if target is not None:
+        _metadata_path(target).write_text(
+            json.dumps(_metadata(model, root, ann_path, target, metrics), indent=2)
+        )
     if verbose:
         print(
+            f"protocol {protocol} ({_describe(protocol, detector.spec.family)}), "
             f"{len(files)} images in {elapsed:.1f} s, mAP50-95 {metrics['map']:.4f}, "
             f"mAP50 {metrics['map50']:.4f}"
         )
         for stage, stats in metrics["stages"].items():
             print(f"  {stage:<12} {stats}")
         if target is not None:
-            print(f"wrote {target}")
+            print(f"wrote {target} and {_metadata_path(target)}")
     return metrics
+
+
+def _official_detector_kwargs(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A zoo variant's Detector for the official protocol: YOLOv7 on the torch backend (its
+    rectangles need an engine of any input shape) unless a backend is asked for; DAMO-YOLO in
+    fp32 (its published mAPs are fp32) unless a precision is asked for."""
+    from fastdet.zoo.info import MODELS
+
+    if not isinstance(model, (str, os.PathLike)) or str(model) not in MODELS:
+        return kwargs
+    chosen = dict(kwargs)
+    if MODELS[str(model)].family == "yolov7":
+        if chosen.get("backend", "auto") == "auto":
+            chosen["backend"] = "torch"
+    elif chosen.get("precision") is None:
+        chosen["precision"] = "fp32"
+    return chosen
+
+
+def _describe(protocol: str, family: str) -> str:
+    if protocol == "engine":
+        return "fastdet's Detector at the engine's input"
+    return "YOLOv7 test.py" if family == "yolov7" else "DAMO-YOLO tools/eval.py"
+
+
+def _metadata_path(target: Path) -> Path:
+    """NAME.meta.json beside the predictions file NAME.json."""
+    return target.with_name(target.stem + ".meta.json")
+
+
+def _metadata(
+    model: Any, root: Path, ann_path: Path, target: Path, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """What a predictions file was made with: the protocol and its settings, and the scores."""
+    from fastdet import __version__
+
+    return {
+        "predictions": target.name,
+        "protocol": metrics["protocol"],
+        "protocol_source": _describe(metrics["protocol"], metrics["settings"]["family"]),
+        "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
+        "data": str(root),
+        "annotations": str(ann_path),
+        "images": metrics["images"],
+        "settings": metrics["settings"],
+        "metrics": {name: metrics[name] for name in STAT_NAMES},
+        "fastdet_version": __version__,
+    }
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int], None]]:
+    """advance(n) moves a progress bar of `total` images by n (tqdm when installed, else none)."""
+    from fastdet._optional import available
+
+    if not show or not available("tqdm"):
+        yield lambda _: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="fastdet val", unit="image") as bar:
+        yield bar.update
 
 
 def _progress(items: Iterable[Any], total: int, show: bool) -> Iterable[Any]:

@@ -19,7 +19,8 @@ class Transform:
 
     Sizes are (height, width). A box is mapped back as ``(v - pad) / scale`` per axis and clipped
     to the original image: YOLOv7 subtracts its float letterbox padding and divides by the
-    letterbox ratio (test.py); DAMO-YOLO divides by the stretch (or legacy) ratio.
+    letterbox ratio (test.py); DAMO-YOLO divides by the stretch (or legacy) ratio. With `clip`
+    False the boxes are not clipped (DAMO-YOLO's own evaluation does not clip).
     """
 
     mode: str
@@ -29,13 +30,18 @@ class Transform:
     offset: tuple[int, int]  # (top, left) of the resized image in the input
     scale: tuple[float, float]  # (x, y) input pixels per original pixel
     pad: tuple[float, float]  # (x, y) padding subtracted when mapping back
+    clip: bool = True  # clip mapped boxes to the original image
 
     def as_row(self) -> tuple[float, ...]:
-        """(scale_x, scale_y, pad_x, pad_y, width, height): the kernels' form of this transform."""
+        """(scale_x, scale_y, pad_x, pad_y, width, height): the kernels' form of this transform
+        (an infinite width and height when not clipped)."""
+        if not self.clip:
+            return (*self.scale, *self.pad, np.inf, np.inf)
         return (*self.scale, *self.pad, float(self.original_size[1]), float(self.original_size[0]))
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
-        """Maps (n, 4) x1, y1, x2, y2 boxes in input pixels to the original image, clipped."""
+        """Maps (n, 4) x1, y1, x2, y2 boxes in input pixels to the original image (clipped unless
+        `clip` is False)."""
         from fastdet._checks import fail, float32_array
 
         array = float32_array("Transform.to_original", "boxes", boxes)

@@ -72,6 +72,12 @@ class Engine(ABC):
         return self.input.shape[0] is None
 
     @property
+    def dynamic_shape(self) -> bool:
+        """True when the engine runs any input height and width (a dynamic-shape export, a
+        torch module), not only its nominal input size."""
+        return self.input.shape[2] is None and self.input.shape[3] is None
+
+    @property
     def max_batch(self) -> int | None:
         """The largest batch the engine accepts (None: unbounded)."""
         return None if self.dynamic_batch else self.input.shape[0]

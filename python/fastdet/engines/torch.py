@@ -75,6 +75,11 @@ class TorchEngine(Engine):
         self._graph: Any = None
         self.device_io = device == "cuda"
 
+    @property
+    def dynamic_shape(self) -> bool:
+        # A module runs any shape, except inside a CUDA graph captured for one.
+        return not self._use_graphs
+
     def _run(self, images: Any) -> list[Any]:
         exact = self.device == "cuda" and self._dtype == self._torch.float32
         with ieee_fp32_convolutions(self._torch) if exact else contextlib.nullcontext():

@@ -67,6 +67,7 @@ def export_onnx(
     imgsz: int | tuple[int, int] | None = None,
     batch: int = 1,
     dynamic_batch: bool = False,
+    dynamic: bool = False,
     half: bool = False,
     opset: int | None = None,
     seed: int = 0,
@@ -75,6 +76,11 @@ def export_onnx(
     [B, N, 85] (the official --grid format), DAMO-YOLO outputs `scores` [B, N, 80] then `boxes`
     [B, N, 4]. fp16 (`half`) casts the whole graph, inputs and outputs included, as the
     official exports do. Without weights, seeded random weights (flagged in the metadata).
+
+    `dynamic_batch` leaves B open; `dynamic` leaves B, H and W open (the official export.py's
+    --dynamic), for runtimes that take any input shape: YOLOv7's official evaluation letterboxes
+    each batch to its own rectangle (`fastdet val --protocol official`). H and W must then be
+    multiples of the largest stride; `imgsz` stays the nominal size recorded in the metadata.
 
     The file is written to a temporary name and renamed, so a killed export never leaves a
     truncated model behind.
@@ -95,7 +101,11 @@ def export_onnx(
     example = torch.zeros(batch, 3, *size, dtype=dtype)
     output_names = OUTPUT_NAMES[model_info.family]
     dynamic_axes = None
-    if dynamic_batch:
+    if dynamic:
+        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}}
+        # The rows follow the input's grid cells.
+        dynamic_axes.update({n: {0: "batch", 1: "rows"} for n in output_names})
+    elif dynamic_batch:
         dynamic_axes = {n: {0: "batch"} for n in ("images", *output_names)}
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(target.parent)
@@ -118,7 +128,7 @@ def export_onnx(
             )
         proto = onnx.load(temporary)
         metadata = metadata_for(
-            model_info, size, None if dynamic_batch else batch, half, weights is None
+            model_info, size, None if dynamic_batch or dynamic else batch, half, weights is None
         )
         for key, value in metadata.to_props().items():
             entry = proto.metadata_props.add()
