@@ -1,6 +1,6 @@
 """Decode + class-aware NMS + map back to the 1080p image, YOLOv7 [1, 25200, 85] --grid output and
 DAMO-YOLO [1, 8400, 80] + [1, 8400, 4], against vectorised numpy decodes with OpenCV or numpy
-NMS (model-facts section 4; anchors.md "YOLOv7 decode+NMS")."""
+NMS (docs/facts.md section 4; anchors.md "YOLOv7 decode+NMS")."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_postprocess_damo(
     case: str,
 ) -> None:
     scores, boxes = damo_output
-    # DAMO-YOLO: plain stretch, pixels left at 0-255 (model-facts section 2).
+    # DAMO-YOLO: plain stretch, pixels left at 0-255 (docs/facts.md section 2).
     _, transforms = fastdet.preprocess(image_1080p, workloads.INPUT_SIZE, mode="stretch", scale=1.0)
     row = transforms[0].as_row()
     benchmark.group = f"postprocess damo 8400x80, conf {DAMO_CONF} iou {DAMO_IOU}"

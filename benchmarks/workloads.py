@@ -15,8 +15,8 @@ import numpy as np
 
 IMAGE_SIZE = (1080, 1920)  # (height, width): a 1080p camera frame
 INPUT_SIZE = 640
-PAD_VALUE = 114  # YOLOv7 letterbox (model-facts section 2)
-# YOLOv7 offsets boxes by class * max_wh for class-aware NMS (model-facts section 4).
+PAD_VALUE = 114  # YOLOv7 letterbox (docs/facts.md section 2)
+# YOLOv7 offsets boxes by class * max_wh for class-aware NMS (docs/facts.md section 4).
 MAX_WH = 4096.0
 
 # YOLOv7 (P5 models other than tiny) anchors per level in input pixels, and the grids at 640.
@@ -209,7 +209,7 @@ def _sigmoid(x: Any) -> Any:
 
 
 def yolov7_grid_output(seed: int = 0, num_objects: int = 12, num_classes: int = 80) -> np.ndarray:
-    """A realistic [1, 25200, 85] YOLOv7 --grid output at 640 (model-facts section 3).
+    """A realistic [1, 25200, 85] YOLOv7 --grid output at 640 (docs/facts.md section 3).
 
     Rows are ordered level, anchor, y, x; boxes are cx, cy, w, h in input pixels with the
     decode's (2*s)^2 * anchor size range; objectness and class scores are sigmoids. The
@@ -298,7 +298,7 @@ def postprocess_yolov7_numpy(
     max_candidates: int = 30000,
     nms: str = "opencv",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """YOLOv7 non_max_suppression vectorised in numpy (model-facts section 4), NMS by OpenCV
+    """YOLOv7 non_max_suppression vectorised in numpy (docs/facts.md section 4), NMS by OpenCV
     (`nms="opencv"`) or by numpy greedy NMS (`nms="numpy"`), then mapped to the original image.
 
     transform_row: (scale_x, scale_y, pad_x, pad_y, width, height) as Transform.as_row().
@@ -342,7 +342,7 @@ def _to_original(boxes: np.ndarray, transform_row: tuple[float, ...]) -> np.ndar
 def damo_outputs(
     seed: int = 0, num_objects: int = 12, num_classes: int = 80
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Realistic DAMO-YOLO converter.py outputs at 640 (model-facts section 3).
+    """Realistic DAMO-YOLO converter.py outputs at 640 (docs/facts.md section 3).
 
     scores: sigmoid class scores, no objectness; a low background (a few thousand (box,
     class) pairs above 0.05) and objects that light up the prior points inside them.
@@ -387,7 +387,7 @@ def postprocess_damo_numpy(
     nms: str = "opencv",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DAMO-YOLO postprocess in numpy: multi-label score > conf, per-class NMS, 500 kept,
-    scaled back by the stretch ratio (model-facts section 4; clipped like fastdet)."""
+    scaled back by the stretch ratio (docs/facts.md section 4; clipped like fastdet)."""
     s = scores[0]
     i, j = np.nonzero(s > conf)
     b, score = boxes[0][i], s[i, j]

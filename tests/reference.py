@@ -1,4 +1,4 @@
-"""Plain numpy (+ cv2 for resizing) references for fastdet, written from docs/model-facts.md.
+"""Plain numpy (+ cv2 for resizing) references for fastdet, written from docs/facts.md.
 
 Nothing here imports fastdet: these functions restate the official semantics of YOLOv7 and
 DAMO-YOLO pre/postprocessing so the tests can compare fastdet with them. The workload
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
-# Geometry (model-facts section 2)
+# Geometry (docs/facts.md section 2)
 # --------------------------------------------------------------------------------------------
 
 
@@ -227,7 +227,7 @@ def padding_mask(g: Geometry) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# OpenCV's uint8 resampling, in plain numpy from the facts (model-facts section 7)
+# OpenCV's uint8 resampling, in plain numpy from the facts (docs/facts.md section 7)
 # --------------------------------------------------------------------------------------------
 
 
@@ -333,7 +333,7 @@ def yolov7_load(image: np.ndarray, long_side: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# NMS (torchvision semantics, model-facts section 4)
+# NMS (torchvision semantics, docs/facts.md section 4)
 # --------------------------------------------------------------------------------------------
 
 
@@ -383,7 +383,7 @@ def nms_reference(boxes, scores, iou_threshold: float, classes=None, max_det=Non
 
 
 # --------------------------------------------------------------------------------------------
-# Postprocessing (model-facts sections 3 and 4)
+# Postprocessing (docs/facts.md sections 3 and 4)
 # --------------------------------------------------------------------------------------------
 
 YOLOV7_MAX_WH = 4096.0
@@ -508,7 +508,7 @@ def damo_nms_reference(
 
     batched_nms as torchvision runs it on CUDA (where the published mAPs were measured): up to
     5,000 candidates (boxes.numel() <= 20,000) it adds class * (boxes.max() + 1) to the boxes in
-    float32 and runs one NMS, above that one NMS per class (model-facts section 7)."""
+    float32 and runs one NMS, above that one NMS per class (docs/facts.md section 7)."""
     scores = np.asarray(scores, dtype=np.float32)
     boxes = np.asarray(boxes, dtype=np.float32)
     thr = np.float32(conf)
@@ -588,7 +588,7 @@ def mapped(dets: Dets, g: Geometry) -> Dets:
 
 
 # --------------------------------------------------------------------------------------------
-# The official evaluations, step by step (model-facts sections 2, 4 and 6; YOLOv7 test.py with
+# The official evaluations, step by step (docs/facts.md sections 2, 4 and 6; YOLOv7 test.py with
 # utils/datasets.py, DAMO-YOLO tools/eval.py with its COCO dataset and evaluator). Each takes the
 # network as `network(batch) -> outputs` (float32 NCHW in, numpy outputs in the official order)
 # and returns the COCO result records in the order the official script writes them. Arithmetic
@@ -597,7 +597,7 @@ def mapped(dets: Dets, g: Geometry) -> Dets:
 # --------------------------------------------------------------------------------------------
 
 # COCO category id of each of the 80 classes: 1-11, 13-25, 27, 28, 31-44, 46-65, 67, 70, 72-82,
-# 84-90 (model-facts section 6).
+# 84-90 (docs/facts.md section 6).
 COCO_CATEGORY_IDS = (
     list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45))
     + list(range(46, 66)) + [67, 70] + list(range(72, 83)) + list(range(84, 91))

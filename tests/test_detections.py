@@ -277,7 +277,7 @@ def test_to_coco_is_unchanged():
 
 def test_to_coco_computes_as_each_family_s_evaluation(rng):
     """ "yolov7": test.py's float32 xyxy2xywh then centre minus half the size, rounded to 3 and 5
-    decimals; "damo": x1, y1 and the float32 differences, unrounded (model-facts section 6)."""
+    decimals; "damo": x1, y1 and the float32 differences, unrounded (docs/facts.md section 6)."""
     xy = rng.uniform(-20, 600, size=(500, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(0, 300, size=(500, 2))], axis=1)
     boxes = boxes.astype(np.float32)

@@ -81,7 +81,7 @@ def test_detector_equals_the_pipeline_run_by_hand(model, exported, photos):
 
 
 def _official_input(model: str, image: np.ndarray) -> tuple[np.ndarray, ref.Geometry]:
-    """The official preprocessing, written literally from model-facts (sections 2 and 7): uint8
+    """The official preprocessing, written literally from docs/facts.md (sections 2 and 7): uint8
     cv2.resize (INTER_LINEAR) and copyMakeBorder(114) for YOLOv7's letterbox (detect.py,
     auto=False for a fixed input) or a plain stretch for DAMO-YOLO; BGR -> RGB, CHW, float32;
     YOLOv7 divides by 255 in float32, DAMO-YOLO keeps 0-255."""

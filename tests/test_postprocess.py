@@ -1,4 +1,4 @@
-"""fastdet.postprocess against the references of tests/reference.py (model-facts sections 3, 4).
+"""fastdet.postprocess against the references of tests/reference.py (docs/facts.md sections 3, 4).
 
 Kept detections must be the same (classes and scores, in order); boxes within 1e-3 px in
 original-image pixels. Transforms come from fastdet.preprocess; the expected mapping back uses

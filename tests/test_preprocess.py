@@ -1,4 +1,4 @@
-"""fastdet.preprocess against the OpenCV chain of tests/reference.py (model-facts section 2).
+"""fastdet.preprocess against the OpenCV chain of tests/reference.py (docs/facts.md section 2).
 
 Criteria: resample="opencv" (the default) equals cv2.resize(INTER_LINEAR) + copyMakeBorder +
 BGR->RGB + CHW + scale (+ mean/std), evaluated in float64 and rounded once to float32, bit for

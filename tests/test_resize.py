@@ -1,5 +1,5 @@
 """fastdet.resize and fastdet.fit_long_side against cv2.resize itself, the ground truth of the
-official pipelines' resampling (model-facts section 7), and against the numpy references of
+official pipelines' resampling (docs/facts.md section 7), and against the numpy references of
 tests/reference.py written from the facts.
 
 Criterion everywhere: bit for bit. The sizes are seeded: odd and tiny sizes, slivers (1xN, Nx1),

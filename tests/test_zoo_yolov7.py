@@ -166,7 +166,7 @@ def test_any_stride_multiple_and_batch(name: str) -> None:
 
 def test_decode_is_the_official_grid_output() -> None:
     """cx = (2 sx - 0.5 + gx) s, w = (2 sw)^2 anchor_w, obj and classes sigmoids; rows ordered
-    level, anchor, y, x (model-facts section 3)."""
+    level, anchor, y, x (docs/facts.md section 3)."""
     model_info = info("yolov7-tiny")
     model = _random("yolov7-tiny", seed=3)
     detect = model.model[model.detect_index]

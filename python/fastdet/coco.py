@@ -1,5 +1,5 @@
 """COCO facts: the 80 class names in the order both families predict them, and their category
-ids in the 91-id annotation space (model-facts section 6)."""
+ids in the 91-id annotation space (docs/facts.md section 6)."""
 
 from __future__ import annotations
 

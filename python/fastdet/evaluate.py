@@ -1,4 +1,4 @@
-"""COCO evaluation with pycocotools and each family's official settings (model-facts section 6)."""
+"""COCO evaluation with pycocotools and each family's official settings (docs/facts.md 6)."""
 
 from __future__ import annotations
 

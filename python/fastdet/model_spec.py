@@ -1,6 +1,6 @@
 """What the Detector must know about a network it did not export: its family, output format,
 input size and preprocessing. Read from fastdet's metadata when present, else inferred from the
-official exports' input/output names and shapes (model-facts section 3), else given by the user.
+official exports' input/output names and shapes (docs/facts.md section 3), else given by the user.
 """
 
 from __future__ import annotations

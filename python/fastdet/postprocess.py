@@ -37,7 +37,7 @@ class OutputFormat:
     max_candidates: int | None  # None: no cap
 
 
-# model-facts sections 3 and 4. YOLOv7's defaults are detect.py's (single-label, 300 kept,
+# docs/facts.md sections 3 and 4. YOLOv7's defaults are detect.py's (single-label, 300 kept,
 # 30000 candidates); its mAP settings add multi_label=True. DAMO-YOLO is always multi-label,
 # keeps 500 and has no candidate cap.
 FORMATS: dict[str, OutputFormat] = {

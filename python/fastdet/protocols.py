@@ -17,7 +17,7 @@
   what it detects (every image is stretched to the same input), so fastdet's batch_size only
   sets how many images go through the engine at once.
 
-model-facts.md sections 2, 4 and 6 hold the facts; the official code was read for the details
+docs/facts.md sections 2, 4 and 6 hold the facts; the official code was read for the details
 named in the comments.
 """
 

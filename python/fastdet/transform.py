@@ -1,5 +1,5 @@
 """The geometry of preprocessing: the single definition of how an image is placed in the network
-input and how boxes are mapped back to it (model-facts section 2).
+input and how boxes are mapped back to it (docs/facts.md section 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// Per-element decoding shared by the CPU and CUDA postprocess (model-facts sections 3 and 4).
+// Per-element decoding shared by the CPU and CUDA postprocess (docs/facts.md sections 3 and 4).
 #pragma once
 
 #include <cmath>

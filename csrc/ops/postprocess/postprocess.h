@@ -1,5 +1,5 @@
 // postprocess: decode + candidate selection + per-class NMS + mapping back + clip, per image,
-// exactly as each family's official postprocessing (model-facts section 4).
+// exactly as each family's official postprocessing (docs/facts.md section 4).
 //
 // - YOLOv7 (grid [B,N,5+C] or raw per-level logit maps): a row is a candidate only when
 //   objectness > conf; score = obj * cls; multi-label keeps every class with score > conf, else

@@ -151,7 +151,7 @@ __device__ __forceinline__ void init_block_span(uint32_t* shared) {
   __syncthreads();
 }
 
-// YOLOv7 --grid output: a row is looked at only when objectness > conf (model-facts 4.1).
+// YOLOv7 --grid output: a row is looked at only when objectness > conf (docs/facts.md 4.1).
 template <Pass P, typename T>
 __global__ void __launch_bounds__(kThreads)
     yolov7_grid_kernel(GridArgs in, Candidates c, const uint8_t* params, int64_t batch,
@@ -268,7 +268,7 @@ __global__ void __launch_bounds__(kThreads)
   if (P == Pass::Count) gpu_nms::flush_span(span, block_span, c, image);
 }
 
-// DAMO-YOLO scores + boxes: every (box, class) with score > conf (model-facts 4, DAMO 1).
+// DAMO-YOLO scores + boxes: every (box, class) with score > conf (docs/facts.md 4, DAMO 1).
 template <Pass P, typename T>
 __global__ void __launch_bounds__(kThreads)
     damo_kernel(DamoArgs in, Candidates c, const uint8_t* params, int64_t batch, bool multi_label) {

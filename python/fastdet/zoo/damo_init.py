@@ -1,6 +1,6 @@
 """Seeded random weights for DAMO-YOLO that react to their input.
 
-The official initialisation makes a random model's outputs nearly constant (model-facts
+The official initialisation makes a random model's outputs nearly constant (docs/facts.md
 section 5). Here every conv gets fan-in scaled normal weights, then one forward pass over four
 seeded synthetic photographs sets the scale at every normalisation point, as a data-dependent
 initialisation does (LSUV, Mishkin & Matas 2016): each BatchNorm's running variance, and each

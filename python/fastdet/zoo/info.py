@@ -1,4 +1,4 @@
-"""The model zoo's facts: one ModelInfo per variant (model-facts section 1), the single place the
+"""The model zoo's facts: one ModelInfo per variant (docs/facts.md section 1), the single place the
 published figures, input sizes, strides, anchors, preprocessing and thresholds live.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Anchors in input pixels, per level, as (w, h) pairs (model-facts section 1).
+# Anchors in input pixels, per level, as (w, h) pairs (docs/facts.md section 1).
 _TINY_ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
 _P5_ANCHORS = ((12, 16, 19, 36, 40, 28), (36, 75, 76, 55, 72, 146), (142, 110, 192, 243, 459, 401))
 _P6_ANCHORS = (
@@ -55,7 +55,7 @@ DAMO_PREPROCESSING = Preprocessing("stretch", 0.0, 1.0, True)
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Postprocessing settings (model-facts section 4)."""
+    """Postprocessing settings (docs/facts.md section 4)."""
 
     conf: float
     iou: float

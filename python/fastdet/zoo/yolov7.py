@@ -1,5 +1,5 @@
 """YOLOv7: every variant's deploy architecture as data, one builder, seeded random weights and
-official checkpoints (model-facts sections 1, 3 and 5).
+official checkpoints (docs/facts.md sections 1, 3 and 5).
 
 The deploy form is what the official code runs after Model.fuse(): BatchNorm folded into each
 convolution's bias, RepConv reduced to its single 3x3 kernel, the implicit (YOLOR) layers folded
@@ -578,7 +578,7 @@ def build_model(info: ModelInfo) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------
-# Seeded random weights (model-facts section 5).
+# Seeded random weights (docs/facts.md section 5).
 # ---------------------------------------------------------------------------------------------
 
 # Every convolution's output is scaled to this root mean square on the calibration image. At this
@@ -592,7 +592,7 @@ CALIBRATION_SIDE = 256
 
 
 def init_random(model: torch.nn.Module, info: ModelInfo, generator: torch.Generator) -> None:
-    """Seeded random weights that make the outputs depend on the input (model-facts section 5).
+    """Seeded random weights that make the outputs depend on the input (docs/facts.md section 5).
 
     - Kernels are fan-in scaled normals with zero biases; each convolution is then rescaled,
       layer by layer, to output root mean square PRE_ACTIVATION_RMS on a calibration image (a
