@@ -23,8 +23,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/box_transform.h"
 #include "common/score_key.h"
-#include "ops/postprocess/decode_math.h"
 
 namespace fastdet {
 namespace gpu_nms {

@@ -11,6 +11,7 @@
 #include "common/cuda_check.h"
 #include "ops/nms/nms_cuda.cuh"
 #include "ops/postprocess/postprocess.h"
+#include "ops/postprocess/postprocess_math.h"
 
 namespace fastdet {
 namespace {
