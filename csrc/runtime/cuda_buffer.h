@@ -99,7 +99,7 @@ void stream_wait_stream(StreamHandle consumer, StreamHandle producer);
 void stream_synchronize(StreamHandle stream);
 void copy_async(void* dst, const void* src, size_t bytes, StreamHandle stream);
 void zero_async(void* dst, size_t bytes, StreamHandle stream);
-// Plain synchronous copy in either direction (cudaMemcpyDefault), for error reports and tests.
+// Plain synchronous copy in either direction (cudaMemcpyDefault).
 void copy_sync(void* dst, const void* src, size_t bytes);
 
 // A host array to upload: `dims` and byte `strides` of up to 3 axes (unused axes: size 1).
