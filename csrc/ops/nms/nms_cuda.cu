@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <cub/block/block_scan.cuh>
-#include <string>
 
 #include "common/check.h"
 #include "common/cuda_check.h"
@@ -553,9 +552,7 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
   ws.params_host.reserve(params_bytes, stream);
   ws.params.reserve(params_bytes, stream);
   std::memset(ws.params_host.data(), 0, params_bytes);
-  auto* call = static_cast<gpu_nms::CallParams*>(ws.params_host.data());
-  call->conf = 0.f;
-  call->iou = options.iou_threshold;
+  static_cast<gpu_nms::CallParams*>(ws.params_host.data())->iou = options.iou_threshold;
   ws.header_host.reserve(kHeaderBytes, stream);
 
   Candidates c{};
@@ -593,7 +590,6 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
   greedy.classes = input.classes;
   greedy.classes_int64 = input.classes_int64;
   greedy.class_stride = input.class_stride;
-  greedy.class_offset = 0.f;
   greedy.agnostic = input.classes == nullptr;
   greedy.max_candidates = -1;
   greedy.max_keep = max_keep;

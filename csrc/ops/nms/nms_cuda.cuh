@@ -39,7 +39,6 @@ struct CallParams {
   float conf;
   float iou;
   uint32_t filter_classes;  // 1: keep only classes whose bit is set in the filter words
-  uint32_t reserved;
 };
 
 constexpr size_t call_params_bytes(int64_t batch, int64_t filter_words) {

@@ -4,7 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "common/check.h"
@@ -575,7 +576,6 @@ void PostprocessCuda::enqueue(const PostprocessCudaInput& input_arg,
   greedy.batch = batch;
   greedy.params = params;
   greedy.num_classes = num_classes;
-  greedy.classes = nullptr;
   greedy.class_offset = input.format == CudaOutputFormat::Damo ? 0.f : kYoloV7ClassOffset;
   greedy.batched_nms = input.format == CudaOutputFormat::Damo;
   greedy.agnostic = options.agnostic;
