@@ -1,5 +1,6 @@
 // The DLPack C ABI (https://dmlc.github.io/dlpack/latest/c_api.html), version 1.0: the structs
-// that producers and consumers of `__dlpack__` capsules exchange. Written from the specification.
+// that producers and consumers of `__dlpack__` capsules exchange, and the codes fastdet writes
+// or reads (the Python layer names the device types it accepts). Written from the specification.
 #pragma once
 
 #include <cstdint>
@@ -7,7 +8,7 @@
 namespace fastdet {
 namespace dlpack {
 
-enum DeviceType : int32_t { kCPU = 1, kCUDA = 2, kCUDAHost = 3, kCUDAManaged = 13 };
+enum DeviceType : int32_t { kCUDA = 2 };
 enum TypeCode : uint8_t { kInt = 0, kUInt = 1, kFloat = 2, kBfloat = 4, kBool = 6 };
 constexpr uint64_t kFlagReadOnly = 1;
 

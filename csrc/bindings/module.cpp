@@ -40,11 +40,8 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   fastdet::register_runtime(m);
+  fastdet::register_interop(m);
   fastdet::register_preprocess(m);
   fastdet::register_nms(m);
   fastdet::register_postprocess(m);
-#if defined(FASTDET_WITH_CUDA)
-  fastdet::register_cuda_runtime(m);
-  fastdet::register_cuda(m);
-#endif
 }

@@ -1,35 +1,25 @@
+// postprocess (decode, confidence rule, NMS, mapping back) and boxes_to_original: the CPU
+// functions and, in CUDA builds, PostprocessCuda.
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <cstring>
-#include <tuple>
+#include <mutex>
+#include <string>
 #include <vector>
 
-#include "bindings/array_view.h"
+#include "bindings/convert.h"
 #include "bindings/register.h"
 #include "ops/postprocess/postprocess.h"
+
+#if defined(FASTDET_WITH_CUDA)
+#include "runtime/cuda_stream.h"
+#endif
 
 namespace py = pybind11;
 
 namespace fastdet {
 namespace {
-
-using DetectionArrays = std::tuple<py::array_t<float>, py::array_t<float>, py::array_t<int32_t>>;
-
-// transforms: (B, 6) float64 rows of scale_x, scale_y, pad_x, pad_y, width, height.
-std::vector<BoxTransform> box_transforms(const py::handle& transforms_arg) {
-  const auto rows = as_c_array<double>(transforms_arg, "postprocess", "transforms");
-  FASTDET_CHECK(rows.ndim() == 2 && rows.shape(1) == 6,
-                "postprocess: transforms must be a (B, 6) array");
-  std::vector<BoxTransform> result;
-  for (py::ssize_t i = 0; i < rows.shape(0); ++i) {
-    const double* r = rows.data(i, 0);
-    result.push_back({static_cast<float>(r[0]), static_cast<float>(r[1]), static_cast<float>(r[2]),
-                      static_cast<float>(r[3]), static_cast<float>(r[4]),
-                      static_cast<float>(r[5])});
-  }
-  return result;
-}
 
 PostprocessOptions make_options(float conf, float iou, bool multi_label, int64_t max_det,
                                 int64_t max_candidates, std::vector<int32_t> classes,
@@ -45,23 +35,6 @@ PostprocessOptions make_options(float conf, float iou, bool multi_label, int64_t
   return options;
 }
 
-template <typename T>
-py::array_t<T> to_numpy(const std::vector<T>& values, std::vector<py::ssize_t> shape) {
-  py::array_t<T> array(shape);
-  if (!values.empty()) std::memcpy(array.mutable_data(), values.data(), values.size() * sizeof(T));
-  return array;
-}
-
-std::vector<DetectionArrays> to_python(const std::vector<DetectionList>& lists) {
-  std::vector<DetectionArrays> result;
-  for (const DetectionList& d : lists) {
-    const auto n = static_cast<py::ssize_t>(d.scores.size());
-    result.emplace_back(to_numpy(d.boxes, {n, 4}), to_numpy(d.scores, {n}),
-                        to_numpy(d.classes, {n}));
-  }
-  return result;
-}
-
 template <typename Run>
 std::vector<DetectionArrays> run_released(Run run) {
   std::vector<DetectionList> lists;
@@ -69,7 +42,7 @@ std::vector<DetectionArrays> run_released(Run run) {
     py::gil_scoped_release release;
     lists = run();
   }
-  return to_python(lists);
+  return detection_arrays(lists);
 }
 
 // Shape checks for every array here were done by fastdet.postprocess; these guard the memory.
@@ -160,6 +133,66 @@ py::array_t<float> boxes_to_original(const py::handle& boxes_arg, const py::hand
   return result;
 }
 
+#if defined(FASTDET_WITH_CUDA)
+// One of the outputs: a numpy array (on_host) or a device view.
+CudaTensor cuda_tensor(const py::object& value, bool on_host) {
+  if (on_host) {
+    const auto array = py::reinterpret_borrow<py::array>(value);
+    const bool half = array.dtype().is(py::dtype("float16"));
+    FASTDET_CHECK(
+        (array.dtype().is(py::dtype::of<float>()) || half) && (array.flags() & py::array::c_style),
+        "postprocess: outputs must be a C-contiguous float32 or float16 array");
+    CudaTensor t{array.data(), half, {}, {}};
+    for (py::ssize_t d = 0; d < array.ndim(); ++d) {
+      t.shape.push_back(array.shape(d));
+      t.strides.push_back(array.strides(d) / array.itemsize());
+    }
+    return t;
+  }
+  const DeviceView v = device_view(value);
+  FASTDET_CHECK(v.dtype == "float32" || v.dtype == "float16",
+                "postprocess: outputs must be a float32 or float16 GPU array, got ", v.dtype);
+  return {reinterpret_cast<const void*>(v.ptr), v.dtype == "float16", v.shape, v.strides};
+}
+
+void postprocess_enqueue(PostprocessCuda& op, const std::string& format,
+                         const std::vector<py::object>& tensors, bool on_host,
+                         const std::vector<float>& strides,
+                         const std::vector<std::vector<float>>& anchors,
+                         const py::handle& transforms_arg, const PostprocessOptions& options,
+                         int device, uintptr_t stream) {
+  PostprocessCudaInput input;
+  if (format == "yolov7") {
+    input.format = CudaOutputFormat::YoloV7;
+  } else if (format == "yolov7-raw") {
+    input.format = CudaOutputFormat::YoloV7Raw;
+  } else if (format == "damo") {
+    input.format = CudaOutputFormat::Damo;
+  } else {
+    FASTDET_CHECK(false, "postprocess: format ", format, " has no CUDA implementation");
+  }
+  for (const py::object& t : tensors) input.tensors.push_back(cuda_tensor(t, on_host));
+  input.strides = strides;
+  input.anchors = anchors;
+  input.on_host = on_host;
+  const std::vector<BoxTransform> transforms = box_transforms(transforms_arg);
+  py::gil_scoped_release release;
+  DeviceGuard guard(device);
+  std::lock_guard<std::mutex> lock(op.mutex());
+  op.enqueue(input, transforms, options, as_stream(stream));
+}
+
+std::vector<DetectionArrays> postprocess_results(PostprocessCuda& op) {
+  std::vector<DetectionList> lists;
+  {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(op.mutex());
+    lists = op.results();
+  }
+  return detection_arrays(lists);
+}
+#endif
+
 }  // namespace
 
 void register_postprocess(py::module_& m) {
@@ -182,6 +215,34 @@ void register_postprocess(py::module_& m) {
   m.def("postprocess_end2end", &postprocess_end2end, py::arg("num_dets"), py::arg("boxes"),
         py::arg("scores"), py::arg("classes"), py::arg("transforms"), py::arg("options"));
   m.def("boxes_to_original", &boxes_to_original, py::arg("boxes"), py::arg("transform"));
+#if defined(FASTDET_WITH_CUDA)
+  py::class_<PostprocessCuda>(m, "PostprocessCuda")
+      .def(py::init<>())
+      .def("enqueue", &postprocess_enqueue, py::arg("format"), py::arg("tensors"),
+           py::arg("on_host"), py::arg("strides"), py::arg("anchors"), py::arg("transforms"),
+           py::arg("options"), py::arg("device"), py::arg("stream"))
+      .def(
+          "set_call_values",
+          [](PostprocessCuda& op, const py::handle& transforms, float conf, float iou,
+             const std::vector<int32_t>& classes) {
+            const std::vector<BoxTransform> rows = box_transforms(transforms);
+            std::lock_guard<std::mutex> lock(op.mutex());
+            op.set_call_values(rows, conf, iou, classes);
+          },
+          py::arg("transforms"), py::arg("conf"), py::arg("iou"), py::arg("classes"))
+      .def("results", &postprocess_results)
+      .def("set_download_marker", &PostprocessCuda::set_download_marker, py::arg("event"),
+           py::keep_alive<1, 2>(),
+           "A TimingEvent recorded before the result's copy to the host in every later enqueue.")
+      .def_property_readonly("batch", &PostprocessCuda::batch)
+      .def_property_readonly("max_det", &PostprocessCuda::max_det)
+      .def_property_readonly(
+          "device_counts_ptr",
+          [](const PostprocessCuda& op) { return reinterpret_cast<uintptr_t>(op.device_counts()); })
+      .def_property_readonly("device_rows_ptr", [](const PostprocessCuda& op) {
+        return reinterpret_cast<uintptr_t>(op.device_rows());
+      });
+#endif
 }
 
 }  // namespace fastdet

@@ -1,3 +1,5 @@
+// preprocess (letterbox or stretch, pad, channel map, scale, HWC -> CHW) and resize: the CPU
+// functions and, in CUDA builds, PreprocessCuda.
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
@@ -5,8 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "bindings/array_view.h"
-#include "bindings/preprocess_args.h"
+#include "bindings/convert.h"
 #include "bindings/register.h"
 #include "ops/preprocess/preprocess.h"
 
@@ -15,29 +16,15 @@ namespace py = pybind11;
 namespace fastdet {
 namespace {
 
-ImageView image_view(const py::array& image, const char* what) {
-  FASTDET_CHECK(
-      image.dtype().is(py::dtype::of<uint8_t>()) && image.ndim() == 3 && image.shape(2) == 3, what,
-      " must be a uint8 array of shape (H, W, 3)");
-  return {static_cast<const uint8_t*>(image.data()),
-          image.shape(0),
-          image.shape(1),
-          image.strides(0),
-          image.strides(1),
-          image.strides(2)};
-}
-
 void preprocess(const std::vector<py::array>& images,
                 const std::vector<std::array<int64_t, 4>>& placements, const py::dict& pixel_map,
                 const std::string& resample, py::array out) {
   std::vector<ImageView> views;
   views.reserve(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
-    views.push_back(
-        image_view(images[i], ("preprocess: images[" + std::to_string(i) + "]").c_str()));
+    views.push_back(image_view(images[i], "preprocess: images[" + std::to_string(i) + "]"));
   }
-  std::vector<Placement> places;
-  for (const auto& p : placements) places.push_back({p[0], p[1], p[2], p[3]});
+  const std::vector<Placement> places = placements_from(placements);
   const PixelMap map = pixel_map_from(pixel_map);
   const bool is_f32 = out.dtype().is(py::dtype::of<float>());
   const bool is_f16 = out.dtype().is(py::dtype("float16"));
@@ -69,6 +56,42 @@ py::array resize(const py::array& image, int64_t height, int64_t width,
   return std::move(out);
 }
 
+#if defined(FASTDET_WITH_CUDA)
+// images: numpy arrays (on_host) or device views (ptr, (h, w, 3), byte strides, 'uint8').
+void preprocess_cuda(PreprocessCuda& op, const std::vector<py::object>& images, bool on_host,
+                     const std::vector<std::array<int64_t, 4>>& placements,
+                     const py::dict& pixel_map, const std::string& resample, uintptr_t out_ptr,
+                     const std::string& out_dtype, const std::array<int64_t, 4>& out_shape,
+                     int device, uintptr_t stream) {
+  std::vector<ImageView> views;
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (on_host) {
+      views.push_back(image_view(py::reinterpret_borrow<py::array>(images[i]),
+                                 "preprocess: images[" + std::to_string(i) + "]"));
+    } else {
+      const DeviceView v = device_view(images[i]);
+      FASTDET_CHECK(
+          v.dtype == "uint8" && v.shape.size() == 3 && v.shape[2] == 3 && v.strides.size() == 3,
+          "preprocess: images[", i, "] must be a uint8 GPU array of shape (H, W, 3)");
+      views.push_back({reinterpret_cast<const uint8_t*>(v.ptr), v.shape[0], v.shape[1],
+                       v.strides[0], v.strides[1], v.strides[2]});
+    }
+  }
+  const std::vector<Placement> places = placements_from(placements);
+  const PixelMap map = pixel_map_from(pixel_map);
+  const Resample mode = resample_from(resample);
+  FASTDET_CHECK(out_dtype == "float32" || out_dtype == "float16",
+                "preprocess: out must be float32 or float16, got ", out_dtype);
+  FASTDET_CHECK(out_shape[0] == int64_t(images.size()) && out_shape[1] == 3,
+                "preprocess: out must have shape (", images.size(), ", 3, H, W)");
+  const OutputPlanes planes{reinterpret_cast<void*>(out_ptr), out_shape[2], out_shape[3],
+                            out_dtype == "float32" ? OutputType::Float32 : OutputType::Float16};
+  py::gil_scoped_release release;
+  DeviceGuard guard(device);
+  op.run(views, on_host, places, map, mode, planes, as_stream(stream));
+}
+#endif
+
 }  // namespace
 
 void register_preprocess(py::module_& m) {
@@ -77,6 +100,13 @@ void register_preprocess(py::module_& m) {
         "Fused resize + pad + channel map + scale + HWC->CHW into out (validated by fastdet).");
   m.def("resize", &resize, py::arg("image"), py::arg("height"), py::arg("width"),
         py::arg("interpolation"), "cv2.resize of a uint8 BGR image, bit for bit (fastdet.resize).");
+#if defined(FASTDET_WITH_CUDA)
+  py::class_<PreprocessCuda>(m, "PreprocessCuda")
+      .def(py::init<>())
+      .def("run", &preprocess_cuda, py::arg("images"), py::arg("on_host"), py::arg("placements"),
+           py::arg("pixel_map"), py::arg("resample"), py::arg("out_ptr"), py::arg("out_dtype"),
+           py::arg("out_shape"), py::arg("device"), py::arg("stream"));
+#endif
 }
 
 }  // namespace fastdet

@@ -16,7 +16,6 @@ using StreamHandle = void*;  // a cudaStream_t: 0 or 1 the legacy default stream
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes) { reserve(bytes); }
   ~DeviceBuffer();
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
@@ -31,7 +30,6 @@ class DeviceBuffer {
   void allocate_for_caller(size_t bytes, StreamHandle stream);
   void* data() const { return data_; }
   size_t size() const { return size_; }
-  int device() const { return device_; }
 
  private:
   void* data_ = nullptr;
@@ -51,7 +49,6 @@ class PinnedBuffer {
 
   void reserve(size_t bytes, StreamHandle stream = nullptr);
   void* data() const { return data_; }
-  size_t size() const { return size_; }
 
  private:
   void* data_ = nullptr;
@@ -71,7 +68,6 @@ class CudaEvent {
   void synchronize();
   // Makes `stream` wait for the last recorded work (nothing if never recorded).
   void wait_on(StreamHandle stream);
-  bool recorded() const { return recorded_; }
 
  private:
   void* event_ = nullptr;  // cudaEvent_t
@@ -99,7 +95,7 @@ void stream_wait_stream(StreamHandle consumer, StreamHandle producer);
 void stream_synchronize(StreamHandle stream);
 void copy_async(void* dst, const void* src, size_t bytes, StreamHandle stream);
 void zero_async(void* dst, size_t bytes, StreamHandle stream);
-// Plain synchronous copy in either direction (cudaMemcpyDefault), for error reports and tests.
+// Plain synchronous copy in either direction (cudaMemcpyDefault).
 void copy_sync(void* dst, const void* src, size_t bytes);
 
 // A host array to upload: `dims` and byte `strides` of up to 3 axes (unused axes: size 1).

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <cub/block/block_scan.cuh>
-#include <string>
 
 #include "common/check.h"
 #include "common/cuda_check.h"
@@ -452,11 +451,10 @@ __global__ void __launch_bounds__(kCandidateThreads)
       for (int j = 0; j < 4; ++j) box[j] = in.boxes[i * in.box_strides[0] + j * in.box_strides[1]];
       score = in.scores[i * in.score_stride];
       if (!gpu_nms::finite4(box) || !isfinite(score)) {
-        if (P == Pass::Count) {
-          int j = 0;
-          while (j < 4 && isfinite(box[j])) ++j;
-          gpu_nms::record_error(c, j < 4 ? uint64_t(i * 4 + j) : uint64_t(in.n * 4 + i));
-        }
+        int j = 0;
+        while (j < 4 && isfinite(box[j])) ++j;
+        const float bad = j < 4 ? box[j] : score;
+        gpu_nms::report_error<P>(c, j < 4 ? uint64_t(i * 4 + j) : uint64_t(in.n * 4 + i), &bad, 1);
         valid = false;
       } else if (P == Pass::Count) {
         c.boxes[i] = make_float4(box[0], box[1], box[2], box[3]);
@@ -471,8 +469,8 @@ size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 }  // namespace
 
 struct NmsCuda::Workspace {
-  // state: bins | counts | span | error | out_count (zeroed per call); the header (error and
-  // out_count) is what comes back to the host.
+  // state: bins | counts | span | error report | out_count (zeroed per call); the header (error
+  // report and out_count) is what comes back to the host.
   DeviceBuffer state;
   DeviceBuffer arrays;  // keys | boxes | kept spill | indices
   DeviceBuffer params;
@@ -480,18 +478,18 @@ struct NmsCuda::Workspace {
   PinnedBuffer header_host;
   HostUploader uploader;
   CudaEvent done;
-  size_t header_offset = 0;
   int64_t* indices = nullptr;
+  int64_t n = 0;
   bool empty = true;
-  NmsCudaInput input{};  // where the last problem's values are (for the error report)
 };
 
 NmsCuda::NmsCuda() : workspace_(std::make_unique<Workspace>()) {}
 NmsCuda::~NmsCuda() = default;
 
 namespace {
-constexpr size_t kHeaderBytes = 16;  // unsigned long long error, int32 kept count, padding
-}
+// The error report, then the int32 kept count (padded).
+constexpr size_t kHeaderBytes = sizeof(gpu_nms::ErrorReport) + 8;
+}  // namespace
 
 void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
                       StreamHandle stream) {
@@ -504,7 +502,7 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
   const int64_t n = input.n;
   const int64_t max_keep = options.max_det >= 0 ? std::min(options.max_det, n) : n;
   ws.empty = n == 0 || max_keep == 0;
-  ws.input = input;
+  ws.n = n;
   if (ws.empty) return;
 
   if (input.on_host) {
@@ -528,8 +526,6 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
       input.classes_int64 = false;
       input.class_stride = 1;
     }
-    input.on_host = false;
-    ws.input = input;
   }
 
   // Device state, zeroed at every call.
@@ -537,7 +533,6 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
   const size_t counts_offset = bins_bytes;
   const size_t span_offset = counts_offset + 16;
   const size_t error_offset = span_offset + 16;  // the header starts here
-  ws.header_offset = error_offset;
   const size_t state_bytes = error_offset + kHeaderBytes;
   ws.state.reserve(state_bytes, stream);
   auto* state = static_cast<uint8_t*>(ws.state.data());
@@ -557,16 +552,14 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
   ws.params_host.reserve(params_bytes, stream);
   ws.params.reserve(params_bytes, stream);
   std::memset(ws.params_host.data(), 0, params_bytes);
-  auto* call = static_cast<gpu_nms::CallParams*>(ws.params_host.data());
-  call->conf = 0.f;
-  call->iou = options.iou_threshold;
+  static_cast<gpu_nms::CallParams*>(ws.params_host.data())->iou = options.iou_threshold;
   ws.header_host.reserve(kHeaderBytes, stream);
 
   Candidates c{};
   c.bins = reinterpret_cast<uint32_t*>(state);
   c.counts = reinterpret_cast<uint32_t*>(state + counts_offset);
   c.span = reinterpret_cast<uint32_t*>(state + span_offset);
-  c.error = reinterpret_cast<unsigned long long*>(state + error_offset);
+  c.error = reinterpret_cast<gpu_nms::ErrorReport*>(state + error_offset);
   c.keys = reinterpret_cast<uint64_t*>(arrays + keys_offset);
   c.boxes = reinterpret_cast<float4*>(arrays + boxes_offset);
   c.capacity = n;
@@ -597,7 +590,6 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
   greedy.classes = input.classes;
   greedy.classes_int64 = input.classes_int64;
   greedy.class_stride = input.class_stride;
-  greedy.class_offset = 0.f;
   greedy.agnostic = input.classes == nullptr;
   greedy.max_candidates = -1;
   greedy.max_keep = max_keep;
@@ -605,7 +597,8 @@ void NmsCuda::enqueue(const NmsCudaInput& input_arg, const NmsOptions& options,
   greedy.kept_areas = spill ? reinterpret_cast<float*>(arrays + spill_areas) : nullptr;
   greedy.kept_classes = spill ? reinterpret_cast<long long*>(arrays + spill_classes) : nullptr;
   greedy.out_indices = ws.indices;
-  greedy.out_counts = reinterpret_cast<int32_t*>(state + error_offset + 8);
+  greedy.out_counts =
+      reinterpret_cast<int32_t*>(state + error_offset + sizeof(gpu_nms::ErrorReport));
   gpu_nms::launch_greedy_nms(greedy, cuda_stream);
 
   copy_async(ws.header_host.data(), state + error_offset, kHeaderBytes, stream);
@@ -617,21 +610,19 @@ int64_t NmsCuda::kept_count() {
   Workspace& ws = *workspace_;
   if (ws.empty) return 0;
   const auto* header = static_cast<const uint8_t*>(ws.header_host.data());
-  unsigned long long error = 0;
+  gpu_nms::ErrorReport error;
   int32_t count = 0;
   std::memcpy(&error, header, sizeof error);
-  std::memcpy(&count, header + 8, sizeof count);
-  if (error != 0) {
-    const uint64_t code = ~error;
-    const NmsCudaInput& in = ws.input;
-    float value = 0.f;
-    if (code < uint64_t(in.n) * 4) {
+  std::memcpy(&count, header + sizeof error, sizeof count);
+  if (error.code != 0) {
+    // Codes number the boxes' elements row by row, then the scores (nms_candidates_kernel).
+    const uint64_t code = ~error.code;
+    const float value = error.values[0];
+    if (code < uint64_t(ws.n) * 4) {
       const int64_t i = int64_t(code / 4), j = int64_t(code % 4);
-      copy_sync(&value, in.boxes + i * in.box_strides[0] + j * in.box_strides[1], sizeof value);
       FASTDET_CHECK(false, "nms: boxes must be finite, got ", value, " at boxes[", i, ", ", j, "]");
     }
-    const int64_t i = int64_t(code - uint64_t(in.n) * 4);
-    copy_sync(&value, in.scores + i * in.score_stride, sizeof value);
+    const int64_t i = int64_t(code - uint64_t(ws.n) * 4);
     FASTDET_CHECK(false, "nms: scores must be finite, got ", value, " at scores[", i, "]");
   }
   return count;

@@ -5,10 +5,11 @@
 // with no host synchronisation and a fixed launch sequence (so a CUDA graph can capture it):
 //   1. count pass (the op's candidate kernel, Pass::Count): applies the confidence rule, counts
 //      candidates per bin of the key's top 16 bits, writes the boxes of candidate rows, the span
-//      of their coordinates (YOLOv7's class-offset mode) and the first non-finite input;
+//      of their coordinates (YOLOv7's class-offset mode) and the code of the first bad input;
 //   2. bin_scan_kernel: per image, bin counts -> bin starts, and the candidate count;
 //   3. scatter pass (the same kernel, Pass::Scatter): each key goes to its bin, so keys are
-//      grouped in score order, unordered within a bin;
+//      grouped in score order, unordered within a bin; the first bad input, now known, writes
+//      the values its error message names;
 //   4. greedy_nms_kernel, one block per image: walks the bins in order in chunks of up to 256
 //      keys, sorts each chunk in shared memory, drops the candidates that a kept box of their
 //      class suppresses, resolves the rest among themselves (IoU bit masks, then a serial scan)
@@ -23,8 +24,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/box_transform.h"
 #include "common/score_key.h"
-#include "ops/postprocess/decode_math.h"
 
 namespace fastdet {
 namespace gpu_nms {
@@ -38,7 +39,6 @@ struct CallParams {
   float conf;
   float iou;
   uint32_t filter_classes;  // 1: keep only classes whose bit is set in the filter words
-  uint32_t reserved;
 };
 
 constexpr size_t call_params_bytes(int64_t batch, int64_t filter_words) {
@@ -55,16 +55,24 @@ __host__ __device__ inline const uint32_t* call_filter_words(const uint8_t* para
                                            size_t(batch) * sizeof(BoxTransform));
 }
 
+// The first bad input of a problem and what its error message names, so that the host builds
+// the message from this block alone (the op's inputs may be gone by then). An op numbers its
+// inputs in the order its CPU counterpart checks them; the smallest code is the CPU's error.
+struct ErrorReport {
+  unsigned long long code;  // ~(smallest error code); 0: no error
+  float values[5];  // the op's values for that code (nms: the value; postprocess: box, score)
+};
+
 // Device workspace of one problem (all per-image arrays are image-major).
 struct Candidates {
-  uint32_t* bins;             // [batch][kBins]: counts, then bin starts, then bin ends
-  uint32_t* counts;           // [batch] candidates per image
-  uint32_t* span;             // [batch][2]: max and inverted min of ordered box coordinates
-  unsigned long long* error;  // ~(smallest error code); 0: no error
-  uint64_t* keys;             // [batch][capacity], grouped by bin
-  float4* boxes;              // [batch][rows] x1 y1 x2 y2 of rows holding candidates
-  int64_t capacity;           // the most candidates an image can have
-  int64_t rows;
+  uint32_t* bins;      // [batch][kBins]: counts, then bin starts, then bin ends
+  uint32_t* counts;    // [batch] candidates per image
+  uint32_t* span;      // [batch][2]: max and inverted min of ordered box coordinates
+  ErrorReport* error;  // zeroed before the count pass
+  uint64_t* keys;      // [batch][capacity], grouped by bin
+  float4* boxes;       // [batch][rows] x1 y1 x2 y2 of rows holding candidates
+  int64_t capacity;    // the most candidates an image can have
+  int64_t rows;        // input rows per image
 };
 
 enum class Pass { Count, Scatter };
@@ -98,9 +106,17 @@ __device__ __forceinline__ void emit(const Candidates& c, int64_t image, bool va
   }
 }
 
-// Remembers the smallest error code (the first bad input in the CPU op's reading order).
-__device__ __forceinline__ void record_error(const Candidates& c, uint64_t code) {
-  atomicMax(c.error, ~static_cast<unsigned long long>(code));
+// A bad input: the count pass keeps the smallest code; the scatter pass, which runs after it on
+// the stream, finds the input holding that code and stores its `count` values. Both passes
+// meet the same bad inputs, and a code is one input's, so exactly one thread writes them.
+template <Pass P>
+__device__ __forceinline__ void report_error(const Candidates& c, uint64_t code,
+                                             const float* values, int count) {
+  if (P == Pass::Count) {
+    atomicMax(&c.error->code, ~static_cast<unsigned long long>(code));
+  } else if (~c.error->code == code) {
+    for (int i = 0; i < count; ++i) c.error->values[i] = values[i];
+  }
 }
 
 __device__ __forceinline__ bool finite4(const float* v) {

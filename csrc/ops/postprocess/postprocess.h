@@ -17,7 +17,7 @@
 #include <mutex>
 #include <vector>
 
-#include "ops/postprocess/decode_math.h"
+#include "common/box_transform.h"
 #if defined(FASTDET_WITH_CUDA)
 #include "runtime/cuda_buffer.h"
 #include "runtime/cuda_stream.h"

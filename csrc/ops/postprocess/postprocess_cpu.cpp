@@ -8,6 +8,7 @@
 #include "ops/nms/nms.h"
 #include "ops/nms/nms_math.h"
 #include "ops/postprocess/postprocess.h"
+#include "ops/postprocess/postprocess_math.h"
 
 namespace fastdet {
 namespace {

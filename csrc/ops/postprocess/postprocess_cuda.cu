@@ -4,13 +4,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "common/check.h"
 #include "common/cuda_check.h"
 #include "ops/nms/nms_cuda.cuh"
 #include "ops/postprocess/postprocess.h"
+#include "ops/postprocess/postprocess_math.h"
 
 namespace fastdet {
 namespace {
@@ -79,24 +81,38 @@ __device__ __forceinline__ CallView call_view(const uint8_t* params, int64_t bat
 }
 
 struct RowOutcome {
-  bool emitted;  // a candidate came from the row
-  bool bad;      // a candidate had a non-finite box or score
+  bool emitted;     // a candidate came from the row
+  bool bad;         // a candidate had a non-finite box or score, or the row a NaN score
+  float bad_score;  // then: the score the CPU op's message names (NaN when the row holds one)
 };
+
+// The row of a bad candidate: its box and the score that made it bad, as the CPU op names them.
+template <Pass P>
+__device__ __forceinline__ void report_row(const Candidates& c, int64_t image, int64_t row,
+                                           const float* box, float score) {
+  const float values[5] = {box[0], box[1], box[2], box[3], score};
+  gpu_nms::report_error<P>(c, uint64_t(image * c.rows + row), values, 5);
+}
 
 // The confidence rule over one row's classes, warp-wide (every lane calls it with the same row).
 // Multi-label: every class with score > conf (and in the filter). Single-label: the best class,
 // kept if > conf and in the filter. A candidate whose box (box_finite false) or score
 // (check_score) is not finite is an error and is not emitted; so is a NaN score anywhere in the
-// row (a broken engine, refused as the CPU op refuses it).
+// row (a broken engine, refused as the CPU op refuses it). The CPU op looks for a NaN in the row
+// first, then checks the candidates in class order: the score it names is NaN, else the first
+// bad candidate's.
 template <Pass P, typename ScoreOf>
 __device__ __forceinline__ RowOutcome classify_row(const Candidates& c, int64_t image, int64_t row,
                                                    int64_t num_classes, bool multi_label,
                                                    const CallView& call, bool box_finite,
                                                    bool check_score, ScoreOf score_of) {
   const int lane = int(threadIdx.x & 31u);
-  bool emitted = false;
-  bool bad = false;
+  const float nan = __int_as_float(0x7fc00000);
   if (multi_label) {
+    bool emitted = false;
+    bool bad = false;
+    bool nan_in_row = false;
+    float first_bad = 0.f;
     for (int64_t k0 = 0; k0 < num_classes; k0 += 32) {
       const int64_t k = k0 + lane;
       float score = 0.f;
@@ -108,11 +124,16 @@ __device__ __forceinline__ RowOutcome classify_row(const Candidates& c, int64_t 
       const bool broken =
           (candidate && (!box_finite || (check_score && !isfinite(score)))) || isnan(score);
       candidate = candidate && !broken;
-      bad |= __any_sync(kFullMask, broken);
+      const unsigned broken_lanes = __ballot_sync(kFullMask, broken);
+      if (broken_lanes != 0) {  // warp-uniform: only a bad row pays for naming its score
+        if (!bad) first_bad = __shfl_sync(kFullMask, score, __ffs(broken_lanes) - 1);
+        bad = true;
+        nan_in_row |= __any_sync(kFullMask, isnan(score));
+      }
       emitted |= __any_sync(kFullMask, candidate);
       gpu_nms::emit<P>(c, image, candidate, candidate_key(score, uint32_t(row * num_classes + k)));
     }
-    return {emitted, bad};
+    return {emitted, bad, nan_in_row ? nan : first_bad};
   }
   float best = 0.f;
   int64_t best_k = -1;
@@ -143,7 +164,38 @@ __device__ __forceinline__ RowOutcome classify_row(const Candidates& c, int64_t 
   candidate = candidate && !broken;
   gpu_nms::emit<P>(c, image, candidate && lane == 0,
                    candidate_key(best, uint32_t(row * num_classes + best_k)));
-  return {candidate, broken};
+  return {candidate, broken, nan_in_row ? nan : best};
+}
+
+// What a row's lane 0 keeps of its outcome: the error report of a bad row, and (count pass) the
+// box and span of a row that emitted candidates.
+template <Pass P>
+__device__ __forceinline__ void keep_outcome(const Candidates& c, int64_t image, int64_t row,
+                                             const float* box, const RowOutcome& outcome,
+                                             gpu_nms::SpanAccumulator& span) {
+  if ((threadIdx.x & 31u) != 0) return;
+  if (outcome.bad) report_row<P>(c, image, row, box, outcome.bad_score);
+  if (P == Pass::Count && outcome.emitted) {
+    c.boxes[image * c.rows + row] = make_float4(box[0], box[1], box[2], box[3]);
+    span.add(box);
+  }
+}
+
+// A YOLOv7 row whose objectness passed, box decoded (warp-wide): a non-finite box or objectness
+// is an error named with the objectness, as the CPU op names it; otherwise the confidence rule
+// over score_of(k), class probability x objectness.
+template <Pass P, typename ScoreOf>
+__device__ __forceinline__ void yolov7_row(const Candidates& c, int64_t image, int64_t row,
+                                           const float* box, float obj, int64_t num_classes,
+                                           bool multi_label, const CallView& call,
+                                           gpu_nms::SpanAccumulator& span, ScoreOf score_of) {
+  if (!gpu_nms::finite4(box) || !isfinite(obj)) {
+    if ((threadIdx.x & 31u) == 0) report_row<P>(c, image, row, box, obj);
+    return;
+  }
+  const RowOutcome outcome =
+      classify_row<P>(c, image, row, num_classes, multi_label, call, true, false, score_of);
+  keep_outcome<P>(c, image, row, box, outcome, span);
 }
 
 __device__ __forceinline__ void init_block_span(uint32_t* shared) {
@@ -181,20 +233,8 @@ __global__ void __launch_bounds__(kThreads)
     float box[4];
     center_size_to_corners(__shfl_sync(kFullMask, v, 0), __shfl_sync(kFullMask, v, 1),
                            __shfl_sync(kFullMask, v, 2), __shfl_sync(kFullMask, v, 3), box);
-    if (!gpu_nms::finite4(box) || !isfinite(o)) {
-      if (P == Pass::Count && lane == 0) gpu_nms::record_error(c, uint64_t(image * in.rows + row));
-      continue;
-    }
-    const RowOutcome outcome =
-        classify_row<P>(c, image, row, in.classes, multi_label, call, true, false,
-                        [&](int64_t k) { return load(p + (5 + k) * in.s2) * o; });
-    if (P == Pass::Count && outcome.bad && lane == 0) {
-      gpu_nms::record_error(c, uint64_t(image * in.rows + row));
-    }
-    if (P == Pass::Count && outcome.emitted && lane == 0) {
-      c.boxes[image * c.rows + row] = make_float4(box[0], box[1], box[2], box[3]);
-      span.add(box);
-    }
+    yolov7_row<P>(c, image, row, box, o, in.classes, multi_label, call, span,
+                  [&](int64_t k) { return load(p + (5 + k) * in.s2) * o; });
   }
   if (P == Pass::Count) gpu_nms::flush_span(span, block_span, c, image);
 }
@@ -250,20 +290,8 @@ __global__ void __launch_bounds__(kThreads)
     decode_yolov7_raw_box(logits, static_cast<float>(x), static_cast<float>(y), l.stride,
                           l.anchor_w[anchor], l.anchor_h[anchor], center_size);
     center_size_to_corners(center_size[0], center_size[1], center_size[2], center_size[3], box);
-    if (!gpu_nms::finite4(box) || !isfinite(o)) {
-      if (P == Pass::Count && lane == 0) gpu_nms::record_error(c, uint64_t(image * in.rows + row));
-      continue;
-    }
-    const RowOutcome outcome =
-        classify_row<P>(c, image, row, in.classes, multi_label, call, true, false,
-                        [&](int64_t k) { return sigmoid(load(p + (5 + k) * cs)) * o; });
-    if (P == Pass::Count && outcome.bad && lane == 0) {
-      gpu_nms::record_error(c, uint64_t(image * in.rows + row));
-    }
-    if (P == Pass::Count && outcome.emitted && lane == 0) {
-      c.boxes[image * c.rows + row] = make_float4(box[0], box[1], box[2], box[3]);
-      span.add(box);
-    }
+    yolov7_row<P>(c, image, row, box, o, in.classes, multi_label, call, span,
+                  [&](int64_t k) { return sigmoid(load(p + (5 + k) * cs)) * o; });
   }
   if (P == Pass::Count) gpu_nms::flush_span(span, block_span, c, image);
 }
@@ -290,25 +318,19 @@ __global__ void __launch_bounds__(kThreads)
     const RowOutcome outcome =
         classify_row<P>(c, image, row, in.classes, multi_label, call, gpu_nms::finite4(box), true,
                         [&](int64_t k) { return load(p + k * in.ss2); });
-    if (P == Pass::Count && lane == 0) {
-      if (outcome.bad) gpu_nms::record_error(c, uint64_t(image * in.rows + row));
-      if (outcome.emitted) {
-        c.boxes[image * c.rows + row] = make_float4(box[0], box[1], box[2], box[3]);
-        span.add(box);
-      }
-    }
+    keep_outcome<P>(c, image, row, box, outcome, span);
   }
   if (P == Pass::Count) gpu_nms::flush_span(span, block_span, c, image);
 }
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-constexpr size_t kHeaderBytes = 8;  // unsigned long long error; the int32 counts follow
+constexpr size_t kHeaderBytes = sizeof(gpu_nms::ErrorReport);  // the int32 counts follow
 
 }  // namespace
 
 struct PostprocessCuda::Workspace {
-  // state: bins | counts | span | header (error, out counts) | rows. Zeroed up to the rows;
+  // state: bins | counts | span | header (error report, out counts) | rows. Zeroed up to the rows;
   // header and rows come back to the host in one copy.
   DeviceBuffer state;
   DeviceBuffer arrays;  // keys | boxes | kept spill
@@ -322,14 +344,10 @@ struct PostprocessCuda::Workspace {
   size_t result_bytes = 0;
   size_t params_bytes = 0;
   int64_t batch = 0;
+  int64_t rows = 0;  // per image, all levels together (an error code is image * rows + row)
   int64_t max_keep = 0;
   int64_t num_classes = 0;
-  int64_t filter_words = 0;
   bool ran = false;
-  // The last problem, for the error report.
-  PostprocessCudaInput input;
-  std::vector<BoxTransform> transforms;
-  PostprocessOptions options;
 };
 
 PostprocessCuda::PostprocessCuda() : workspace_(std::make_unique<Workspace>()) {}
@@ -354,10 +372,6 @@ void PostprocessCuda::set_call_values(const std::vector<BoxTransform>& transform
   for (int32_t k : classes) {
     if (k >= 0 && k < ws.num_classes) words[k >> 5] |= 1u << (k & 31);  // as ClassFilter
   }
-  ws.transforms = transforms;
-  ws.options.conf = conf;
-  ws.options.iou = iou;
-  ws.options.classes = classes;
 }
 
 namespace {
@@ -396,7 +410,6 @@ void PostprocessCuda::enqueue(const PostprocessCudaInput& input_arg,
     for (size_t i = 0; i < input.tensors.size(); ++i) {
       input.tensors[i] = upload_layout(input.tensors[i], device[i]);
     }
-    input.on_host = false;
   }
   const int64_t batch = int64_t(transforms.size());
   FASTDET_CHECK(batch >= 1, "postprocess: needs at least one image");
@@ -503,17 +516,15 @@ void PostprocessCuda::enqueue(const PostprocessCudaInput& input_arg,
   ws.params_bytes = params_bytes;
   ws.batch = batch;
   ws.max_keep = max_keep;
+  ws.rows = rows;
   ws.num_classes = num_classes;
-  ws.filter_words = filter_words;
-  ws.input = input;
-  ws.options = options;
   set_call_values(transforms, options.conf, options.iou, options.classes);
 
   Candidates c{};
   c.bins = reinterpret_cast<uint32_t*>(state);
   c.counts = reinterpret_cast<uint32_t*>(state + counts_offset);
   c.span = reinterpret_cast<uint32_t*>(state + span_offset);
-  c.error = reinterpret_cast<unsigned long long*>(state + header_offset);
+  c.error = reinterpret_cast<gpu_nms::ErrorReport*>(state + header_offset);
   c.keys = reinterpret_cast<uint64_t*>(arrays + keys_offset);
   c.boxes = reinterpret_cast<float4*>(arrays + boxes_offset);
   c.capacity = capacity;
@@ -565,7 +576,6 @@ void PostprocessCuda::enqueue(const PostprocessCudaInput& input_arg,
   greedy.batch = batch;
   greedy.params = params;
   greedy.num_classes = num_classes;
-  greedy.classes = nullptr;
   greedy.class_offset = input.format == CudaOutputFormat::Damo ? 0.f : kYoloV7ClassOffset;
   greedy.batched_nms = input.format == CudaOutputFormat::Damo;
   greedy.agnostic = options.agnostic;
@@ -585,110 +595,19 @@ void PostprocessCuda::enqueue(const PostprocessCudaInput& input_arg,
   ws.ran = true;
 }
 
-namespace {
-
-float read_device(const void* base, int64_t element, bool half) {
-  if (half) {
-    __half value;
-    copy_sync(&value, static_cast<const __half*>(base) + element, sizeof value);
-    return __half2float(value);
-  }
-  float value;
-  copy_sync(&value, static_cast<const float*>(base) + element, sizeof value);
-  return value;
-}
-
-}  // namespace
-
 std::vector<DetectionList> PostprocessCuda::results() {
   Workspace& ws = *workspace_;
   FASTDET_CHECK(ws.ran, "postprocess: results() needs an enqueue first");
   const auto* result = static_cast<const uint8_t*>(ws.result_host.data());
-  unsigned long long error = 0;
+  gpu_nms::ErrorReport error;
   std::memcpy(&error, result, sizeof error);
-  if (error != 0) {
-    // Rebuild the CPU op's message from the offending row (device reads: an error path only).
-    const uint64_t code = ~error;
-    const PostprocessCudaInput& in = ws.input;
-    const CudaTensor& t = in.tensors[0];
-    int64_t rows = 0;
-    for (size_t i = 0; i < in.tensors.size(); ++i) {
-      if (in.format == CudaOutputFormat::YoloV7Raw) {
-        rows += in.tensors[i].shape[1] * in.tensors[i].shape[2] * in.tensors[i].shape[3];
-      }
-    }
-    if (in.format != CudaOutputFormat::YoloV7Raw) rows = t.shape[1];
-    const int64_t image = int64_t(code / uint64_t(rows)), row = int64_t(code % uint64_t(rows));
-    float box[4] = {0.f, 0.f, 0.f, 0.f};
-    float score = 0.f;
-    if (in.format == CudaOutputFormat::YoloV7) {
-      const int64_t at = image * t.strides[0] + row * t.strides[1];
-      float v[5];
-      for (int i = 0; i < 5; ++i) v[i] = read_device(t.data, at + i * t.strides[2], t.half);
-      center_size_to_corners(v[0], v[1], v[2], v[3], box);
-      score = v[4];
-    } else if (in.format == CudaOutputFormat::YoloV7Raw) {
-      int64_t first_row = 0;
-      for (size_t i = 0; i < in.tensors.size(); ++i) {
-        const CudaTensor& l = in.tensors[i];
-        const int64_t cells = l.shape[1] * l.shape[2] * l.shape[3];
-        if (row < first_row + cells) {
-          const int64_t cell = row - first_row;
-          const int64_t anchor = cell / (l.shape[2] * l.shape[3]);
-          const int64_t y = (cell / l.shape[3]) % l.shape[2], x = cell % l.shape[3];
-          const int64_t at =
-              image * l.strides[0] + anchor * l.strides[1] + y * l.strides[2] + x * l.strides[3];
-          float logits[5], center_size[4];
-          for (int k = 0; k < 5; ++k)
-            logits[k] = read_device(l.data, at + k * l.strides[4], l.half);
-          decode_yolov7_raw_box(logits, float(x), float(y), in.strides[i],
-                                in.anchors[i][2 * anchor], in.anchors[i][2 * anchor + 1],
-                                center_size);
-          center_size_to_corners(center_size[0], center_size[1], center_size[2], center_size[3],
-                                 box);
-          score = sigmoid(logits[4]);
-          break;
-        }
-        first_row += cells;
-      }
-    } else {
-      const CudaTensor& b = in.tensors[1];
-      for (int i = 0; i < 4; ++i) {
-        box[i] = read_device(b.data, image * b.strides[0] + row * b.strides[1] + i * b.strides[2],
-                             b.half);
-      }
-      // The first candidate of the row, as the CPU loop meets it.
-      const int64_t classes = t.shape[2];
-      std::vector<float> s(classes);
-      for (int64_t k = 0; k < classes; ++k) {
-        s[k] = read_device(t.data, image * t.strides[0] + row * t.strides[1] + k * t.strides[2],
-                           t.half);
-      }
-      auto allowed = [&](int64_t k) {
-        const auto& list = ws.options.classes;
-        return list.empty() || std::find(list.begin(), list.end(), int32_t(k)) != list.end();
-      };
-      if (ws.options.multi_label) {
-        for (int64_t k = 0; k < classes; ++k) {
-          if (s[k] > ws.options.conf && allowed(k)) {
-            score = s[k];
-            if (!std::isfinite(s[k]) || !std::isfinite(box[0]) || !std::isfinite(box[1]) ||
-                !std::isfinite(box[2]) || !std::isfinite(box[3])) {
-              break;
-            }
-          }
-        }
-      } else {
-        int64_t best = 0;
-        for (int64_t k = 1; k < classes; ++k) {
-          if (s[k] > s[best]) best = k;
-        }
-        score = s[best];
-      }
-    }
-    FASTDET_CHECK(false, "postprocess: outputs hold a non-finite candidate at image ", image,
-                  ", row ", row, " (box ", box[0], ", ", box[1], ", ", box[2], ", ", box[3],
-                  ", score ", score, ")");
+  if (error.code != 0) {
+    // The kernels number a row image * rows + row and store its box and score (report_row).
+    const uint64_t code = ~error.code;
+    const float* v = error.values;
+    FASTDET_CHECK(false, "postprocess: outputs hold a non-finite candidate at image ",
+                  code / uint64_t(ws.rows), ", row ", code % uint64_t(ws.rows), " (box ", v[0],
+                  ", ", v[1], ", ", v[2], ", ", v[3], ", score ", v[4], ")");
   }
   std::vector<DetectionList> lists(ws.batch);
   const auto* counts = reinterpret_cast<const int32_t*>(result + kHeaderBytes);

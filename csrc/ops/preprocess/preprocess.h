@@ -86,6 +86,11 @@ void resize_cpu(const ImageView& image, uint8_t* out, int64_t out_height, int64_
                 ResizeMode mode);
 
 #if defined(FASTDET_WITH_CUDA)
+// A host image as HostUploader takes it; it arrives C-contiguous (H, W, 3) in device memory.
+inline HostPiece image_piece(const ImageView& v) {
+  return {v.data, {v.height, v.width, 3}, {v.row_stride, v.pixel_stride, v.channel_stride}, 1};
+}
+
 // The CUDA preprocess: one kernel launch per 32 images of any sizes, each thread writing 4
 // adjacent output pixels of all 3 planes. `out.data` is device memory (an engine's input
 // binding, for instance); the images are device memory, or host memory when images_on_host

@@ -197,10 +197,7 @@ void PreprocessCuda::run(const std::vector<ImageView>& images, bool images_on_ho
   std::vector<ImageView> views = images;
   if (images_on_host) {
     std::vector<HostPiece> pieces;
-    for (const ImageView& v : images) {
-      pieces.push_back(
-          {v.data, {v.height, v.width, 3}, {v.row_stride, v.pixel_stride, v.channel_stride}, 1});
-    }
+    for (const ImageView& v : images) pieces.push_back(image_piece(v));
     const std::vector<void*> addresses = uploader_.upload(pieces, stream);
     for (size_t i = 0; i < views.size(); ++i) {
       views[i] = {static_cast<const uint8_t*>(addresses[i]),
