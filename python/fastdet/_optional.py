@@ -17,6 +17,9 @@ EXTRAS: dict[str, tuple[str, str | None]] = {
     "simplejpeg": ("simplejpeg", "vision"),
     "matplotlib": ("matplotlib", "report"),
     "tqdm": ("tqdm", "report"),
+    "ray": ("ray[data,serve]", "ray"),
+    "pyarrow": ("pyarrow", "ray"),
+    "starlette": ("starlette", "ray"),
     "pandas": ("pandas", None),
     "supervision": ("supervision", None),
 }
