@@ -77,10 +77,11 @@ def num_threads(request: pytest.FixtureRequest):
 def ray_cluster():
     """One local Ray for the session's Ray tests (2 CPUs, no dashboard, on 127.0.0.1 only),
     shut down after them; skipped with the reason when the `ray` extra is missing."""
-    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'fastdet[ray]'")
+    pytest.importorskip("ray", reason="needs the ray extra: pip install 'fastdet[ray]'")
     pytest.importorskip("ray.data", reason="needs the ray extra: pip install 'fastdet[ray]'")
     import warnings
 
+    import ray
     import ray.data
 
     if ray.is_initialized():

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from fastdet import Detections, Detector
 from fastdet.cli import main
-from test_sources import make_video
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'fastdet[ray]'")
 cv2 = pytest.importorskip("cv2")
@@ -47,7 +46,8 @@ def media(tmp_path_factory) -> Path:
     for path in photos:
         shutil.copy(path, folder / path.name)
     base = cv2.resize(cv2.imread(str(photos[0])), (160, 120))
-    writer = cv2.VideoWriter(str(folder / "zclip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))  # fmt: skip
+    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+    writer = cv2.VideoWriter(str(folder / "zclip.mp4"), fourcc, 10, (160, 120))
     for i in range(12):
         writer.write(np.roll(base, 7 * i, axis=1))  # the scene pans: each frame differs
     writer.release()
@@ -198,20 +198,24 @@ def test_cli_ray_writes_the_same_json(ray_cluster, model, media, tmp_path, capsy
 
 def test_cli_ray_refusals(ray_cluster, model, media, tmp_path, capsys):
     json_path = str(tmp_path / "d.json")
+
+    def on_ray(source: Path) -> list[str]:
+        return ["detect", str(source), "--model", model, "--ray"]
+
     with pytest.raises(SystemExit) as exit_info:
-        main(["detect", str(media), "--model", model, "--ray"])
+        main(on_ray(media))
     assert exit_info.value.code == 2
     assert "--ray: needs --save-json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["detect", str(media), "--model", model, "--ray", "--save", str(tmp_path), "--save-json", json_path])  # fmt: skip
+        main([*on_ray(media), "--save", str(tmp_path), "--save-json", json_path])
     assert "--ray writes no annotated images" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["detect", str(tmp_path / "nothing"), "--model", model, "--ray", "--save-json", json_path])  # fmt: skip
+        main([*on_ray(tmp_path / "nothing"), "--save-json", json_path])
     assert "argument source: fastdet.ray.detect: source must be" in capsys.readouterr().err
     # An image that cannot be read stops the job with the worker's error, named.
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "broken.jpg").write_bytes(b"not a JPEG")
-    code = main(["detect", str(tmp_path / "bad"), "--model", model, "--ray", "--save-json", json_path])  # fmt: skip
+    code = main([*on_ray(tmp_path / "bad"), "--save-json", json_path])
     assert code == 1
     err = capsys.readouterr().err
     assert "source must be a readable image file" in err and "broken.jpg" in err

@@ -225,9 +225,9 @@ class DetectImages(_DetectorActor):
         clashes = [n for n in names if n in COLUMNS and n != "path"]
         if clashes:
             fail(FUNCTION, "source", names, f"a Dataset without the output columns {clashes}")
-        images = BlockAccessor.for_block(batch.select([self.image_column])).to_numpy(
-            self.image_column
-        )
+        # Ray's own conversion: fixed-shape tensors to one array, variable shapes to objects.
+        column = batch.select([self.image_column])
+        images: Any = BlockAccessor.for_block(column).to_numpy(self.image_column)
         frames = []
         for i in range(len(images)):
             image = images[i]

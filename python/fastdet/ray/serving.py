@@ -27,14 +27,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from fastdet._checks import MAX_INPUT_SIDE, check_integer, check_real, describe
 from fastdet._optional import require
-from fastdet.detections import Detections
 from fastdet.detect import record
+from fastdet.detections import Detections
 from fastdet.ray.batch import worker_detector
 
 # A missing extra is named before the imports below fail on it.
@@ -152,8 +152,9 @@ class DetectorServer:
         self.model = str(model)
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
-        self._batch.set_max_batch_size(max_batch)
-        self._batch.set_batch_wait_timeout_s(batch_wait_s)
+        batching: Any = self._batch  # serve.batch's wrapper, with its setters
+        batching.set_max_batch_size(max_batch)
+        batching.set_batch_wait_timeout_s(batch_wait_s)
 
     # -- checks, before anything joins a batch ---------------------------------------------
 
@@ -221,7 +222,8 @@ class DetectorServer:
                 iou=iou,
                 classes=None if classes is None else list(classes),
             )
-            found = await loop.run_in_executor(None, run)
+            # A list of images in, a list of Detections out.
+            found = cast(list[Detections], await loop.run_in_executor(None, run))
             for i, detections in zip(members, found, strict=True):
                 detections.image = None  # the caller has it; never sent back
                 results[i] = (detections, {"queue": (started - jobs[i].queued) * 1e3})
@@ -335,7 +337,8 @@ def deployment(
     actor: dict[str, Any] = {"num_cpus": num_cpus}
     if num_gpus > 0:
         actor["num_gpus"] = num_gpus
-    return DetectorServer.options(
+    server: Any = DetectorServer  # a serve Deployment (the decorator's type is lost on mypy)
+    return server.options(
         num_replicas=replicas,
         # One batch running while the next fills.
         max_ongoing_requests=2 * max_batch,
