@@ -140,13 +140,15 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         name=args.name,
+        route_prefix=args.route_prefix,
         replicas=args.replicas,
         max_batch=args.max_batch,
         num_gpus=args.gpus_per_replica or 0.0,
         **_detector_options(args),
     )
+    root = f"http://{args.host}:{args.port}{args.route_prefix.rstrip('/')}"
     print(
-        f"fastdet serve: {args.model} at http://{args.host}:{args.port}/detect (POST JPEG or PNG "
+        f"fastdet serve: {args.model} at {root}/detect (POST JPEG or PNG "
         f"bytes; GET /health), {args.replicas} replica(s) on Ray "
         f"({ray.cluster_resources().get('CPU', 0):g} CPUs); Ctrl-C stops",
         flush=True,
@@ -187,6 +189,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         "--gpus-per-replica", type=float, metavar="G", help="GPUs reserved per replica"
     )
     command.add_argument("--name", default="fastdet", help="the Serve application's name")
+    command.add_argument(
+        "--route-prefix", default="/", metavar="PATH", help="where its routes start (/PATH/detect)"
+    )
     command.add_argument("--conf", type=probability, help="default confidence threshold")
     command.add_argument("--iou", type=probability, help="default NMS IoU threshold")
     command.add_argument("--classes", type=_classes, help="default class ids or names to keep")

@@ -63,6 +63,10 @@ class RequestError(ValueError):
         super().__init__(message)
         self.status = status
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a replica, it reaches a handle's caller through pickle.
+        return (type(self), (self.status, str(self)))
+
 
 def _refuse(status: int, name: str, value: Any, expected: str) -> RequestError:
     return RequestError(status, f"{FUNCTION}: {name} must be {expected}, got {describe(value)}")
@@ -90,21 +94,27 @@ def image_size(data: bytes) -> tuple[int, int]:
     )
 
 
-def _head(data: bytes) -> str:
+class _Echo(str):
+    """A description shown as it is in an error message (not quoted as a value)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _head(data: bytes) -> _Echo:
     """A short echo of a body for an error message."""
-    return f"{len(data)} bytes starting {data[:8]!r}"
+    return _Echo(f"{len(data)} bytes starting {data[:8]!r}")
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """A JPEG or PNG file's bytes as a BGR uint8 image (as fastdet reads image files), checked
     for size from its header first."""
     height, width = image_size(data)
+    size = _Echo(f"{width} x {height} pixels")
     if not (0 < height <= MAX_INPUT_SIDE and 0 < width <= MAX_INPUT_SIDE):
-        raise _refuse(
-            413, "image", f"{width} x {height} pixels", f"at most {MAX_INPUT_SIDE} a side"
-        )
+        raise _refuse(413, "image", size, f"1 to {MAX_INPUT_SIDE} pixels a side")
     if height * width > max_pixels:
-        raise _refuse(413, "image", f"{width} x {height} pixels", f"at most {max_pixels} pixels")
+        raise _refuse(413, "image", size, f"at most {max_pixels} pixels")
     cv2 = require("cv2", FUNCTION)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
@@ -194,12 +204,19 @@ class DetectorServer:
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise _refuse(413, "body", f"{declared} bytes", f"at most {self.max_bytes} bytes")
+            raise _refuse(
+                413, "body", _Echo(f"{declared} bytes"), f"at most {self.max_bytes} bytes"
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_bytes:
-                raise _refuse(413, "body", f"over {self.max_bytes} bytes", "smaller")
+                raise _refuse(
+                    413,
+                    "body",
+                    _Echo(f"over {self.max_bytes} bytes"),
+                    f"at most {self.max_bytes} bytes",
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
