@@ -15,6 +15,7 @@ the Detector returns them), ready for Ray Data's sinks (`write_parquet`, `write_
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import os
@@ -35,8 +36,21 @@ CHANNEL_ORDERS = ("rgb", "bgr")
 COLUMNS = ("path", "frame", "timestamp", "orig_shape", "boxes", "scores", "classes", "names")
 
 
+def ray_part(module: str, purpose: str) -> Any:
+    """A module of Ray or of the extras `ray[data,serve]` brings (pyarrow, starlette), or an
+    ImportError naming fastdet's `ray` extra."""
+    require("ray", purpose)
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        missing = error.name or module
+        raise ImportError(
+            f"{purpose} needs {missing} (part of ray[data,serve]): pip install 'fastdet[ray]'"
+        ) from None
+
+
 def _schema() -> Any:
-    pa = require("pyarrow", FUNCTION)
+    pa = ray_part("pyarrow", FUNCTION)
     return pa.schema(
         [
             ("path", pa.string()),
@@ -54,7 +68,7 @@ def _schema() -> Any:
 def detections_table(found: Sequence[Detections]) -> Any:
     """One Arrow row per Detections, in COLUMNS' schema; the values are the Detections' own
     (float32 boxes and scores, int32 classes), so nothing is rounded on the way."""
-    pa = require("pyarrow", FUNCTION)
+    pa = ray_part("pyarrow", FUNCTION)
     counts = np.array([len(d) for d in found], dtype=np.int64)
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
 
@@ -354,9 +368,8 @@ def detect(
     the Detector's CPU threads follow `num_cpus` unless `threads=` is given. Videos are split
     into tasks of `frames_per_task` frames. `strict` refuses JPEGs that decode only in part.
     """
-    require("ray", FUNCTION)
-    import ray
-    import ray.data
+    ray = ray_part("ray", FUNCTION)
+    ray_part("ray.data", FUNCTION)
 
     batch_size = check_integer(FUNCTION, "batch_size", batch_size, 1, 4096)
     num_cpus = check_real(FUNCTION, "num_cpus", num_cpus, 0, 1024)

@@ -35,11 +35,11 @@ from fastdet._checks import MAX_INPUT_SIDE, check_integer, check_real, describe
 from fastdet._optional import require
 from fastdet.detect import record
 from fastdet.detections import Detections
-from fastdet.ray.batch import worker_detector
+from fastdet.ray.batch import ray_part, worker_detector
 
 # A missing extra is named before the imports below fail on it.
-require("ray", "fastdet.ray.serving")
-require("starlette", "fastdet.ray.serving")
+ray_part("ray.serve", "fastdet.ray.serving")
+ray_part("starlette.responses", "fastdet.ray.serving")
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
 from starlette.requests import Request  # noqa: E402
