@@ -307,10 +307,12 @@ def worker_detector(
     return _absolute(model), _default_threads(detector, num_cpus)
 
 
-def _default_concurrency(ray: Any, num_cpus: float, num_gpus: float) -> int:
+def default_concurrency(num_cpus: float, num_gpus: float) -> int:
     """As many actors as the cluster holds, one CPU left for Ray Data's read and write tasks:
     actors on every CPU leave them no slot and the Dataset stalls (ray-project/ray issue 44687).
     GPU actors: one per `num_gpus` share of the cluster's GPUs, within the same CPU bound."""
+    import ray
+
     resources = ray.cluster_resources()
     cpus = float(resources.get("CPU", 1.0))
     by_cpu = math.floor((cpus - 1) / num_cpus) if num_cpus > 0 else math.inf
@@ -386,7 +388,7 @@ def detect(
     low, high = (
         _check_concurrency(concurrency)
         if concurrency is not None
-        else (_default_concurrency(ray, num_cpus, num_gpus),) * 2
+        else (default_concurrency(num_cpus, num_gpus),) * 2
     )
     pool = ray.data.ActorPoolStrategy(min_size=low, max_size=high)
     common: dict[str, Any] = {
@@ -430,6 +432,7 @@ __all__ = [
     "COLUMNS",
     "DetectFiles",
     "DetectImages",
+    "default_concurrency",
     "detect",
     "detections_from_row",
     "worker_detector",
