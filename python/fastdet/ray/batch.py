@@ -210,7 +210,9 @@ class DetectFiles(_DetectorActor):
         for paths, start, stop in zip(batch["paths"], batch["start"], batch["stop"], strict=True):
             unit = {"paths": [str(p) for p in paths], "start": start, "stop": stop}
             frames = _UnitFrames(unit, self.root, self.strict)
-            found.extend(self.detector.stream(frames, batch=self.batch_size))
+            for detections in self.detector.stream(frames, batch=self.batch_size):
+                detections.image = None  # a task of 1024 video frames must not hold them all
+                found.append(detections)
         return detections_table(found)
 
 
