@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import warnings
 from importlib import metadata
@@ -123,7 +124,7 @@ def serve_run(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    serving.run(model, port=port, name="bench", replicas=replicas, max_batch=max_batch)
+    handle = serving.run(model, port=port, name="bench", replicas=replicas, max_batch=max_batch)
     payloads = [p.read_bytes() for p in photos[:16]]
     # Anchor: one image at a time in this process, decode included (what a replica does).
     anchor = fastdet.Detector(model, threads=1)
@@ -135,6 +136,7 @@ def serve_run(
     for data in payloads[:clients]:  # warm every path of the replica once
         assert request(port, "POST", "/detect", data)[0] == 200
     run = run_load(port, payloads, clients=clients, requests=requests, deadline_s=300)
+    through_handle = handle_load(handle, payloads, clients, requests)
     serve.delete("bench")
     summary = run.summary()
     batches = [a.body.get("batch_size", 0) for a in run.answers if a.status == 200]
@@ -145,9 +147,32 @@ def serve_run(
             "ok": sum(a.status == 200 for a in run.answers),
             "mean_batch_size": round(float(np.mean(batches)), 2) if batches else 0.0,
             "in_process_p50_ms": round(float(np.median(seconds) * 1e3), 2),
+            "handle": through_handle,
         }
     )
     return summary
+
+
+def handle_load(handle: Any, payloads: list[bytes], clients: int, requests: int) -> dict[str, Any]:
+    """The same requests through the DeploymentHandle (no HTTP proxy), `clients` at a time:
+    what the replicas sustain, for telling their cost from the proxy's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(n: int) -> float:
+        started = time.perf_counter()
+        handle.detect.remote(payloads[n % len(payloads)]).result()
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        seconds = np.array(list(pool.map(one, range(requests)))) * 1e3
+    wall = time.perf_counter() - started
+    return {
+        "requests": requests,
+        "p50_ms": round(float(np.percentile(seconds, 50)), 2),
+        "p99_ms": round(float(np.percentile(seconds, 99)), 2),
+        "requests_per_s": round(requests / wall, 2),
+    }
 
 
 def main() -> None:
@@ -173,10 +198,11 @@ def main() -> None:
 
     before = check_load(2.0, judge_loadavg=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.TemporaryDirectory()  # the exported model stays out of the results
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        model = str(export(args.model, args.out / f"{args.model}-{args.imgsz}.onnx",
-                           imgsz=args.imgsz, dynamic_batch=True))  # fmt: skip
+        path = Path(scratch.name) / f"{args.model}-{args.imgsz}.onnx"
+        model = str(export(args.model, path, imgsz=args.imgsz, dynamic_batch=True))
     ray.init(num_cpus=args.cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)  # fmt: skip
     photos = _photos(args.images)
@@ -187,6 +213,7 @@ def main() -> None:
             model, photos, args.replicas, args.max_batch, args.clients, args.requests
         )
     ray.shutdown()
+    scratch.cleanup()
     record = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "ray_cpus": args.cpus},
