@@ -131,6 +131,11 @@ def test_dataset_sources_equal_in_process(ray_cluster, model, media):
     _assert_same(
         [fastdet.ray.detections_from_row(r) for r in rows], detector([str(p) for p in photos])
     )
+    # A column named wrongly stops the job with the columns there are (checked in the actor,
+    # where the Dataset's columns are known without running it twice).
+    wrong = fastdet.ray.detect(ray.data.from_items(items), model, image_column="picture")
+    with pytest.raises(ray.exceptions.RayError, match=r"image_column must be one of the col"):
+        wrong.take_all()
 
 
 class DiesOnce(torch.nn.Module):

@@ -12,6 +12,7 @@ says which extra to install. (Inside this package `import ray` is Ray: imports a
 
 from __future__ import annotations
 
-from fastdet.ray.batch import COLUMNS, detect, detections_from_row
+from fastdet.ray.batch import detect
+from fastdet.ray.rows import COLUMNS, detections_from_row
 
 __all__ = ["COLUMNS", "detect", "detections_from_row"]

@@ -8,116 +8,27 @@ pool. An actor that dies (killed, out of memory, its node lost) is restarted and
 batch runs again, so no image is lost or counted twice (Ray Data's defaults for actor pools:
 unbounded actor restarts and task retries).
 
-Each output row is one image or frame: where it came from (`path`, and `frame` and `timestamp`
-for video frames) and its detections as Arrow lists (boxes in original-image pixels, float32 as
-the Detector returns them), ready for Ray Data's sinks (`write_parquet`, `write_json`).
+Each output row is one image or frame (fastdet.ray.rows), ready for Ray Data's sinks
+(`write_parquet`, `write_json`).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
 import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from fastdet._checks import check_choice, check_integer, check_real, fail
-from fastdet._optional import require
 from fastdet.detections import Detections
+from fastdet.ray.rows import COLUMNS, detections_table
+from fastdet.ray.workers import ray_part, worker_detector
 from fastdet.sources import Chain, Frame, Images, Source, Video, open_source, read_image
 
 FUNCTION = "fastdet.ray.detect"
 CHANNEL_ORDERS = ("rgb", "bgr")
-#: The columns of every output row, in order (input columns of a Dataset come after them).
-COLUMNS = ("path", "frame", "timestamp", "orig_shape", "boxes", "scores", "classes", "names")
-
-
-def ray_part(module: str, purpose: str) -> Any:
-    """A module of Ray or of the extras `ray[data,serve]` brings (pyarrow, starlette), or an
-    ImportError naming fastdet's `ray` extra."""
-    require("ray", purpose)
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        missing = error.name or module
-        raise ImportError(
-            f"{purpose} needs {missing} (part of ray[data,serve]): pip install 'fastdet[ray]'"
-        ) from None
-
-
-def _schema() -> Any:
-    pa = ray_part("pyarrow", FUNCTION)
-    return pa.schema(
-        [
-            ("path", pa.string()),
-            ("frame", pa.int64()),
-            ("timestamp", pa.float64()),
-            ("orig_shape", pa.list_(pa.int32(), 2)),
-            ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
-            ("scores", pa.list_(pa.float32())),
-            ("classes", pa.list_(pa.int32())),
-            ("names", pa.list_(pa.string())),
-        ]
-    )
-
-
-def detections_table(found: Sequence[Detections]) -> Any:
-    """One Arrow row per Detections, in COLUMNS' schema; the values are the Detections' own
-    (float32 boxes and scores, int32 classes), so nothing is rounded on the way."""
-    pa = ray_part("pyarrow", FUNCTION)
-    counts = np.array([len(d) for d in found], dtype=np.int64)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-
-    def flat(values: list[np.ndarray], dtype: Any, width: int | None = None) -> np.ndarray:
-        shape = (0,) if width is None else (0, width)
-        joined = np.concatenate(values) if values else np.empty(shape, dtype)
-        return np.ascontiguousarray(joined, dtype=dtype).reshape(-1)
-
-    corners = pa.FixedSizeListArray.from_arrays(
-        flat([d.boxes.reshape(-1, 4) for d in found], np.float32, 4), 4
-    )
-    names = [name for d in found for name in d.class_names]
-    columns = {
-        "path": pa.array([d.path for d in found], pa.string()),
-        "frame": pa.array([d.frame for d in found], pa.int64()),
-        "timestamp": pa.array([d.timestamp for d in found], pa.float64()),
-        "orig_shape": pa.array(
-            [None if d.orig_shape is None else list(d.orig_shape) for d in found],
-            pa.list_(pa.int32(), 2),
-        ),
-        "boxes": pa.ListArray.from_arrays(offsets, corners),
-        "scores": pa.ListArray.from_arrays(offsets, flat([d.scores for d in found], np.float32)),
-        "classes": pa.ListArray.from_arrays(offsets, flat([d.classes for d in found], np.int32)),
-        "names": pa.ListArray.from_arrays(offsets, pa.array(names, pa.string())),
-    }
-    return pa.table(columns, schema=_schema())
-
-
-def detections_from_row(row: dict[str, Any]) -> Detections:
-    """The Detections of one output row (a dict as Dataset.iter_rows() or take() give it):
-    boxes, scores and classes as the Detector returned them, with path, frame, timestamp and
-    orig_shape; `names` holds the row's own class names at their class indices."""
-    boxes = np.asarray(row["boxes"], dtype=np.float32).reshape(-1, 4)
-    scores = np.asarray(row["scores"], dtype=np.float32).reshape(-1)
-    classes = np.asarray(row["classes"], dtype=np.int32).reshape(-1)
-    table: list[str] = [str(i) for i in range(int(classes.max()) + 1 if len(classes) else 0)]
-    for cls, name in zip(classes.tolist(), row["names"], strict=True):
-        table[cls] = name
-    shape = row.get("orig_shape")
-    return Detections(
-        boxes,
-        scores,
-        classes,
-        table,
-        path=row.get("path"),
-        frame=row.get("frame"),
-        timestamp=row.get("timestamp"),
-        orig_shape=None if shape is None else (int(shape[0]), int(shape[1])),
-    )
 
 
 # -- work units: what the driver hands the actors (paths and frame ranges, never pixels) ----
@@ -265,50 +176,6 @@ class DetectImages(_DetectorActor):
 # -- the public function --------------------------------------------------------------------
 
 
-def _check_detector_arguments(function: str, model: Any, detector: dict[str, Any]) -> None:
-    """Unknown Detector arguments are refused here, in the driver (their values are checked by
-    the Detector in each worker, before its model loads)."""
-    from fastdet.detector import Detector
-
-    parameters = inspect.signature(Detector).parameters
-    try:
-        inspect.signature(Detector).bind(model, **detector)
-    except TypeError:
-        known = [p for p in parameters if p != "model"]
-        unknown = sorted(set(detector) - set(known))
-        fail(function, "detector arguments", unknown, f"Detector arguments ({', '.join(known)})")
-
-
-def _default_threads(detector: dict[str, Any], num_cpus: float) -> dict[str, Any]:
-    """The Detector arguments with `threads` set to the worker's CPUs unless given: ONNX Runtime
-    and fastdet's kernels default to every core of the node, and workers sharing a node would
-    fight over them."""
-    if "threads" in detector or num_cpus < 1:
-        return detector
-    return {**detector, "threads": int(num_cpus)}
-
-
-def _absolute(path: Any) -> Any:
-    """An existing file's absolute path; anything else (a zoo name, a module) as given."""
-    from fastdet.zoo.info import MODELS
-
-    if isinstance(path, (str, os.PathLike)) and str(path) not in MODELS and Path(path).exists():
-        return str(Path(path).resolve())
-    return path
-
-
-def worker_detector(
-    function: str, model: Any, detector: dict[str, Any], num_cpus: float
-) -> tuple[Any, dict[str, Any]]:
-    """The model and Detector arguments as workers get them: unknown arguments refused here,
-    files named by absolute path (workers may run in another folder), `threads` set to the
-    worker's CPUs unless given."""
-    _check_detector_arguments(function, model, detector)
-    if detector.get("weights") is not None:
-        detector = {**detector, "weights": _absolute(detector["weights"])}
-    return _absolute(model), _default_threads(detector, num_cpus)
-
-
 def default_concurrency(num_cpus: float, num_gpus: float) -> int:
     """As many actors as the cluster holds, one CPU left for Ray Data's read and write tasks:
     actors on every CPU leave them no slot and the Dataset stalls (ray-project/ray issue 44687).
@@ -430,12 +297,4 @@ def detect(
     )
 
 
-__all__ = [
-    "COLUMNS",
-    "DetectFiles",
-    "DetectImages",
-    "default_concurrency",
-    "detect",
-    "detections_from_row",
-    "worker_detector",
-]
+__all__ = ["DetectFiles", "DetectImages", "default_concurrency", "detect"]

@@ -59,7 +59,8 @@ def detect_on_ray(
     """`fastdet detect SOURCE --ray`: the rows of fastdet.ray.detect written as --save-json
     records (the same format as without Ray), in the order actors finish them."""
     from fastdet.detect import JsonWriter, _Progress, record
-    from fastdet.ray.batch import detect, detections_from_row
+    from fastdet.ray.batch import detect
+    from fastdet.ray.rows import detections_from_row
 
     ray = _connect(args.ray)
     gpus = args.gpus_per_actor or 0.0

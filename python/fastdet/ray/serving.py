@@ -35,7 +35,7 @@ from fastdet._checks import MAX_INPUT_SIDE, check_integer, check_real, describe
 from fastdet._optional import require
 from fastdet.detect import record
 from fastdet.detections import Detections
-from fastdet.ray.batch import ray_part, worker_detector
+from fastdet.ray.workers import ray_part, worker_detector
 
 # A missing extra is named before the imports below fail on it.
 ray_part("ray.serve", "fastdet.ray.serving")
