@@ -24,8 +24,9 @@ def _install_fastdet(session: nox.Session, extras: str, cuda: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Build fastdet (CUDA kernels when nvcc is found) and run the test suite."""
-    _install_fastdet(session, "test", os.environ.get("FASTDET_CUDA", "AUTO"))
+    """Build fastdet (CUDA kernels when nvcc is found) and run the test suite, the Ray tests
+    included."""
+    _install_fastdet(session, "test,ray", os.environ.get("FASTDET_CUDA", "AUTO"))
     session.run("python", "-m", "fastdet.cli", "info")
     session.run("pytest", *session.posargs)
 
@@ -33,7 +34,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def tests_cpu(session: nox.Session) -> None:
     """Build the CPU-only fastdet (FASTDET_CUDA=OFF) and run the test suite."""
-    _install_fastdet(session, "test", "OFF")
+    _install_fastdet(session, "test,ray", "OFF")
     session.run("pytest", *session.posargs)
 
 

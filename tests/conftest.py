@@ -71,3 +71,38 @@ def num_threads(request: pytest.FixtureRequest):
     fastdet.set_num_threads(request.param)
     yield request.param
     fastdet.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the session's Ray tests (2 CPUs, no dashboard, on 127.0.0.1 only),
+    shut down after them; skipped with the reason when the `ray` extra is missing."""
+    pytest.importorskip("ray", reason="needs the ray extra: pip install 'fastdet[ray]'")
+    pytest.importorskip("ray.data", reason="needs the ray extra: pip install 'fastdet[ray]'")
+    import warnings
+
+    import ray
+    import ray.data
+
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already running in this process")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        object_store_memory=256 * 2**20,  # /dev/shm is shared with the rest of the machine
+        log_to_driver=False,
+    )
+    with warnings.catch_warnings():
+        # Ray 2.60's own deprecations, raised once at first use: its DataContext sets a field it
+        # deprecated (use_push_based_shuffle); Serve's models use pydantic 1 idioms.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ray.data.DataContext.get_current()
+        from ray import serve
+    try:
+        yield ray
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()

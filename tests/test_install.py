@@ -31,8 +31,10 @@ def test_a_missing_dependency_names_its_extra(monkeypatch, module) -> None:
     assert f"'fastdet[{extra}]'" in message
     extras = _extras()
     assert any(req.startswith(package) for req in extras[extra]), extras[extra]
-    # `all` brings every extra that a module maps to (tensorrt aside: NVIDIA's index)
-    assert extra in extras["all"][0]
+    # `all` brings every extra that a module maps to (tensorrt aside: NVIDIA's index), but for
+    # those it leaves out on purpose, whose message does not send users to it
+    assert (extra in extras["all"][0]) == (extra not in _optional.OUTSIDE_ALL)
+    assert ("fastdet[all]" in message) == (extra not in _optional.OUTSIDE_ALL)
 
 
 def test_the_all_extra_covers_the_readme() -> None:
@@ -53,3 +55,24 @@ def test_reading_images_without_opencv_names_the_vision_extra(monkeypatch, tmp_p
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(ImportError, match=r"reading image files needs opencv-python-headless: "):
         read_image(tmp_path / "a.jpg", "source")
+
+
+def test_ray_without_the_extra_names_it(monkeypatch) -> None:
+    import importlib.util
+
+    import fastdet.ray
+
+    monkeypatch.delitem(sys.modules, "fastdet.ray.serving", raising=False)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"fastdet.ray.detect needs ray\[data,serve\]: pip inst"):
+        fastdet.ray.detect("photos/", "yolov7-tiny")
+    with pytest.raises(ImportError, match=r"^fastdet.ray.serving needs ray\[data,serve\]: pip"):
+        importlib.import_module("fastdet.ray.serving")
+    # Ray without its serve part: the part is named, with the extra that brings it.
+    monkeypatch.undo()
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("needs Ray itself (the ray extra: pip install 'fastdet[ray]')")
+    monkeypatch.delitem(sys.modules, "fastdet.ray.serving", raising=False)
+    monkeypatch.setitem(sys.modules, "ray.serve", None)
+    with pytest.raises(ImportError, match=r"needs ray.serve \(part of ray\[data,serve\]\): pip"):
+        importlib.import_module("fastdet.ray.serving")

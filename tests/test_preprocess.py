@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -290,6 +291,19 @@ def test_writes_into_out(rng, mode, dtype):
     assert batch is out
     assert not np.isnan(out).any(), "some output elements were never written"
     assert_matches_reference(out, transforms, images, (384, 640), mode, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_arrays_that_went_through_pickle(rng, dtype):
+    """Arrays from another process (multiprocessing, Ray) carry their own copy of the dtype
+    object: they are taken by value, as any uint8 image and float out buffer."""
+    images = R.random_images(rng, [(50, 70), (31, 20)])
+    out = np.full((2, 3, 64, 64), np.nan, dtype=dtype)
+    copies, out_copy = pickle.loads(pickle.dumps((images, out), protocol=5))
+    assert copies[0].dtype is not images[0].dtype and out_copy.dtype is not out.dtype
+    batch, transforms = fastdet.preprocess(copies, 64, dtype=dtype, out=out_copy)
+    assert batch is out_copy
+    assert_matches_reference(out_copy, transforms, images, 64, "letterbox", dtype=dtype)
 
 
 def test_out_from_a_bigger_buffer(rng):

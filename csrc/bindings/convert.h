@@ -37,10 +37,12 @@ CArray<T> as_c_array(const pybind11::handle& value, const char* function, const 
 }
 
 // A host image: uint8, (H, W, 3), any strides. `what` names it in the message ("resize: image").
+// dtypes compare by value (equal), never by object (is), here and in every binding: an array
+// that went through pickle (multiprocessing, Ray) carries its own copy of the dtype object.
 inline ImageView image_view(const pybind11::array& image, const std::string& what) {
-  FASTDET_CHECK(
-      image.dtype().is(pybind11::dtype::of<uint8_t>()) && image.ndim() == 3 && image.shape(2) == 3,
-      what, " must be a uint8 array of shape (H, W, 3)");
+  FASTDET_CHECK(image.dtype().equal(pybind11::dtype::of<uint8_t>()) && image.ndim() == 3 &&
+                    image.shape(2) == 3,
+                what, " must be a uint8 array of shape (H, W, 3)");
   return {static_cast<const uint8_t*>(image.data()),
           image.shape(0),
           image.shape(1),

@@ -138,10 +138,10 @@ py::array_t<float> boxes_to_original(const py::handle& boxes_arg, const py::hand
 CudaTensor cuda_tensor(const py::object& value, bool on_host) {
   if (on_host) {
     const auto array = py::reinterpret_borrow<py::array>(value);
-    const bool half = array.dtype().is(py::dtype("float16"));
-    FASTDET_CHECK(
-        (array.dtype().is(py::dtype::of<float>()) || half) && (array.flags() & py::array::c_style),
-        "postprocess: outputs must be a C-contiguous float32 or float16 array");
+    const bool half = array.dtype().equal(py::dtype("float16"));
+    FASTDET_CHECK((array.dtype().equal(py::dtype::of<float>()) || half) &&
+                      (array.flags() & py::array::c_style),
+                  "postprocess: outputs must be a C-contiguous float32 or float16 array");
     CudaTensor t{array.data(), half, {}, {}};
     for (py::ssize_t d = 0; d < array.ndim(); ++d) {
       t.shape.push_back(array.shape(d));

@@ -26,8 +26,8 @@ void preprocess(const std::vector<py::array>& images,
   }
   const std::vector<Placement> places = placements_from(placements);
   const PixelMap map = pixel_map_from(pixel_map);
-  const bool is_f32 = out.dtype().is(py::dtype::of<float>());
-  const bool is_f16 = out.dtype().is(py::dtype("float16"));
+  const bool is_f32 = out.dtype().equal(py::dtype::of<float>());
+  const bool is_f16 = out.dtype().equal(py::dtype("float16"));
   FASTDET_CHECK((is_f32 || is_f16) && out.ndim() == 4 && out.shape(1) == 3 &&
                     out.shape(0) == static_cast<py::ssize_t>(images.size()) && out.writeable() &&
                     (out.flags() & py::array::c_style),

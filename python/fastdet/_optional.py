@@ -17,9 +17,14 @@ EXTRAS: dict[str, tuple[str, str | None]] = {
     "simplejpeg": ("simplejpeg", "vision"),
     "matplotlib": ("matplotlib", "report"),
     "tqdm": ("tqdm", "report"),
+    "ray": ("ray[data,serve]", "ray"),
     "pandas": ("pandas", None),
     "supervision": ("supervision", None),
 }
+
+
+#: Extras that `fastdet[all]` leaves out: Ray is a cluster runtime only its users want.
+OUTSIDE_ALL = ("ray",)
 
 
 def require(module: str, purpose: str) -> ModuleType:
@@ -28,11 +33,10 @@ def require(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         package, extra = EXTRAS[module]
-        how = (
-            f"pip install {package}"
-            if extra is None
-            else (f"pip install 'fastdet[{extra}]' (or 'fastdet[all]')")
-        )
+        how = f"pip install {package}"
+        if extra is not None:
+            how = f"pip install 'fastdet[{extra}]'"
+            how += "" if extra in OUTSIDE_ALL else " (or 'fastdet[all]')"
         raise ImportError(f"{purpose} needs {package}: {how}") from None
 
 

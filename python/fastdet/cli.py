@@ -320,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     from fastdet.detect import add_detect_command
 
     add_detect_command(commands)
+    from fastdet.ray.commands import add_serve_command
+
+    add_serve_command(commands)
     args = parser.parse_args(argv)
     _notes()
     try:

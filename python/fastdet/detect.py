@@ -193,18 +193,8 @@ class _Progress:
             self._bar.close()
 
 
-def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """The command; returns the exit status (130 after Ctrl-C)."""
-    from fastdet.detector import Detector
-    from fastdet.sources import open_source
-
-    # Outputs first: nothing runs before they are known to be writable.
-    draw = not args.no_draw
-    folder = Path(args.save) if args.save else (next_run_folder() if draw else None)
-    if folder is not None:
-        problem = _writable_folder(folder)
-        if problem:
-            parser.error(f"argument --save: {problem}")
+def _json_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path | None:
+    """--save-json's file, None when not asked; a usage error when it cannot be written."""
     json_path = Path(args.save_json) if args.save_json else None
     if json_path is not None:
         if json_path.is_dir():
@@ -212,6 +202,36 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         problem = _writable_folder(json_path.parent if str(json_path.parent) else Path("."))
         if problem:
             parser.error(f"argument --save-json: {problem}")
+    return json_path
+
+
+def _run_on_ray(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """--ray: the detections go to --save-json only (the images stay on the workers)."""
+    if args.save:
+        parser.error("argument --save: --ray writes no annotated images (only --save-json)")
+    json_path = _json_path(parser, args)
+    if json_path is None:
+        parser.error("argument --ray: needs --save-json FILE (where the detections go)")
+    from fastdet.ray.commands import detect_on_ray
+
+    return detect_on_ray(parser, args, json_path)
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The command; returns the exit status (130 after Ctrl-C)."""
+    from fastdet.detector import Detector
+    from fastdet.sources import open_source
+
+    # Outputs first: nothing runs before they are known to be writable.
+    if args.ray is not None:
+        return _run_on_ray(parser, args)
+    draw = not args.no_draw
+    folder = Path(args.save) if args.save else (next_run_folder() if draw else None)
+    if folder is not None:
+        problem = _writable_folder(folder)
+        if problem:
+            parser.error(f"argument --save: {problem}")
+    json_path = _json_path(parser, args)
     try:
         source = open_source(args.source, "fastdet detect", strict=args.strict)
     except (ValueError, TypeError) as error:
@@ -350,6 +370,9 @@ def add_detect_command(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="stop at a JPEG that decodes only in part (default: warn, naming it, and go on)",
     )
+    from fastdet.ray.commands import add_ray_arguments
+
+    add_ray_arguments(detect)
     detect.set_defaults(run=lambda args: run(detect, args))
     return detect
 

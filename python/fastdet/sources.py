@@ -175,12 +175,28 @@ class Video(Source):
         self._what = what
 
     def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
+        """Frames start, start + 1, ... up to stop (excluded; None: to the end). A start past 0
+        seeks there (video files only): OpenCV lands on the exact frame in constant-frame-rate
+        files, and a seek that lands elsewhere raises rather than mislabel the frames."""
         cv2 = require("cv2", "reading videos")
         capture = _open_capture(self.target, self._function, self._what)
         path = None if isinstance(self.target, int) else str(self.target)
         try:
-            index = 0
-            while True:
+            index = start
+            if start > 0:
+                capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+                landed = int(capture.get(cv2.CAP_PROP_POS_FRAMES))
+                if landed != start:
+                    fail(
+                        self._function,
+                        "source",
+                        self.description,
+                        f"a video OpenCV can seek in (frame {start} asked, {landed} reached)",
+                    )
+            while stop is None or index < stop:
                 ok, image = capture.read()
                 if not ok:
                     return
