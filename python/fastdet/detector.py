@@ -504,10 +504,14 @@ class Detector:
         strict: bool = False,
     ) -> Iterator[Detections]:
         """Detections one image at a time, for the same sources as calling the Detector, in
-        bounded memory: frames are decoded on a reader thread `batch` at a time, a few batches
-        ahead of the engine (default batch: the engine's, else 8). Each result keeps its image
-        (for plot()) for as long as the caller holds it; video frames carry their index and
-        timestamp. `strict` as for calling the Detector."""
+        bounded memory, `batch` images at a time (default: the engine's batch, else 8). A
+        source longer than one batch is read on a producer thread while the engine runs: on the
+        CPU it also letterboxes the next batch (fastdet.host_pipeline), on the GPU it decodes a
+        few batches ahead. Each result keeps its image (for plot()) for as long as the caller
+        holds it; video frames carry their index and timestamp. An image that cannot be read
+        raises after the results of every image before it. Closing the generator (close(), or
+        dropping it, as breaking out of `for d in det.stream(...)` does) stops the producer
+        and waits for it. `strict` as for calling the Detector."""
         if batch is not None:
             batch = check_integer("Detector.stream", "batch", batch, 1, 4096)
         overrides = {
