@@ -8,8 +8,12 @@ On a stream longer than one batch, the work is split between two threads:
         the caller's arrays, letterbox them into a new engine input
     caller: the engine on the batch before it, then decode + NMS, and the results in order.
 
-The decoder (OpenCV's imread, libjpeg-turbo), fastdet's kernels and ONNX Runtime's run all release
-the GIL, so the two threads really do run at the same time. At most AHEAD prepared batches wait
+The decoder (OpenCV's imread, libjpeg-turbo), fastdet's kernels (csrc/bindings: every kernel call
+runs with the GIL released) and ONNX Runtime's run all release the GIL, so the two threads do run
+at the same time. The producer is one thread more beside the engine's intra-op threads (the
+Detector's `threads`, by default every core) and fastdet's kernel threads, and on a machine with
+few cores it takes CPU time from them: benchmarks/bench_stream.py measures a stream with one
+thread each (a core left to the producer) and with every core. At most AHEAD prepared batches wait
 in the queue: with one in the producer's hands and one in the engine, a stream holds at most
 AHEAD + 2 engine inputs (and their images) whatever its length. A source of one batch runs on the
 calling thread: there is nothing to overlap, and a thread would only add its start-up to a
