@@ -7,9 +7,10 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +21,11 @@ from fastdet.detections import Detections
 from fastdet.engines.base import Engine
 from fastdet.model_spec import ModelSpec, infer_spec, spec_from_metadata
 from fastdet.pipeline import Settings
-from fastdet.postprocess import postprocess
-from fastdet.preprocess import preprocess
-from fastdet.profiling import StageStats, StageTimer
+from fastdet.profiling import StageStats, StageTimer, Throughput
 from fastdet.zoo.info import RandomWeightsWarning, random_weights_message, thresholds
+
+if TYPE_CHECKING:
+    from fastdet.sources import Frame
 
 DEVICES = ("auto", "cpu", "cuda")
 #: Images per batch for engines without a batch of their own (dynamic-batch ONNX, torch)
@@ -502,10 +504,14 @@ class Detector:
         strict: bool = False,
     ) -> Iterator[Detections]:
         """Detections one image at a time, for the same sources as calling the Detector, in
-        bounded memory: frames are decoded on a reader thread `batch` at a time, a few batches
-        ahead of the engine (default batch: the engine's, else 8). Each result keeps its image
-        (for plot()) for as long as the caller holds it; video frames carry their index and
-        timestamp. `strict` as for calling the Detector."""
+        bounded memory, `batch` images at a time (default: the engine's batch, else 8). A
+        source longer than one batch is read on a producer thread while the engine runs: on the
+        CPU it also letterboxes the next batch (fastdet.host_pipeline), on the GPU it decodes a
+        few batches ahead. Each result keeps its image (for plot()) for as long as the caller
+        holds it; video frames carry their index and timestamp. An image that cannot be read
+        raises after the results of every image before it. Closing the generator (close(), or
+        dropping it, as breaking out of `for d in det.stream(...)` does) stops the producer
+        and waits for it. `strict` as for calling the Detector."""
         if batch is not None:
             batch = check_integer("Detector.stream", "batch", batch, 1, 4096)
         overrides = {
@@ -526,6 +532,7 @@ class Detector:
         keep_frames: bool,
         strict: bool,
     ) -> Iterator[Detections]:
+        from fastdet.host_pipeline import HostPipeline
         from fastdet.sources import batched, open_source, read_ahead
 
         strict = _check_flag("strict", strict)
@@ -536,26 +543,44 @@ class Detector:
         # The GPU pipeline keeps two batches in flight when it is handed two at once.
         group = size * (2 if pipeline is not None and self.engine.max_batch else 1)
 
+        def gpu_batches() -> Generator[tuple[list[Frame], list[Detections]], None, None]:
+            with closing(read_ahead(frames, depth=2 * group)) as ahead:
+                for chunk in batched(ahead, group):
+                    yield chunk, self._detect([f.image for f in chunk], settings, pipeline)
+
         def generate() -> Iterator[Detections]:
             started = time.perf_counter()
-            for chunk in batched(read_ahead(frames, depth=2 * group), group):
-                images = [f.image for f in chunk]
-                found = self._detect(images, settings, pipeline)
-                for detections, frame in zip(found, chunk, strict=True):
-                    detections.path = frame.path
-                    detections.frame = frame.frame
-                    detections.timestamp = frame.timestamp
-                    # Results keep numpy images only (plot() draws on the host).
-                    if (frame.given or keep_frames) and isinstance(frame.image, np.ndarray):
-                        detections.image = frame.image
-                    yield detections
-            self._timer.record("total", time.perf_counter() - started)
+            if pipeline is not None:
+                batches = gpu_batches()
+            else:
+                host = HostPipeline(self._thread_engine(), self.spec, self._timer, self.device)
+                # One batch or less has nothing to overlap: it runs on this thread.
+                ahead = frames.count is None or frames.count > size
+                batches = host.run(frames, size, settings, ahead=ahead)
+            count = 0
+            with closing(batches):
+                for chunk, found in batches:
+                    for detections, frame in zip(found, chunk, strict=True):
+                        detections.orig_shape = (
+                            int(frame.image.shape[0]),
+                            int(frame.image.shape[1]),
+                        )
+                        detections.path = frame.path
+                        detections.frame = frame.frame
+                        detections.timestamp = frame.timestamp
+                        # Results keep numpy images only (plot() draws on the host).
+                        if (frame.given or keep_frames) and isinstance(frame.image, np.ndarray):
+                            detections.image = frame.image
+                        count += 1
+                        yield detections
+            self._timer.record_run(count, time.perf_counter() - started)
 
         return generate()
 
     def _detect(self, images: list[Any], settings: Settings, pipeline: Any) -> list[Detections]:
-        """Detections for images in memory (numpy, or GPU arrays on a GPU pipeline)."""
+        """Detections for images in memory (numpy or GPU arrays) on the GPU pipeline."""
         from fastdet.gpu import is_gpu_array
+        from fastdet.pipeline import check_gpu_images
 
         gpu_flags = [is_gpu_array(image) for image in images]
         if any(gpu_flags):
@@ -567,30 +592,8 @@ class Detector:
                     "all numpy arrays or all GPU arrays",
                     TypeError,
                 )
-            if pipeline is None:
-                fail(
-                    "Detector",
-                    "images",
-                    f"GPU arrays ({type(images[0]).__name__})",
-                    f"numpy arrays for a Detector on {self.device} with the "
-                    f"{self.engine.backend} backend (GPU images need device='cuda', a GPU "
-                    "engine and a CUDA build of fastdet)",
-                    TypeError,
-                )
-            from fastdet.pipeline import check_gpu_images
-
             check_gpu_images(images, "Detector")
-        if pipeline is not None:
-            results = pipeline.run(images, settings)
-        else:
-            engine = self._thread_engine()
-            step = engine.max_batch or len(images)
-            results = []
-            for first in range(0, len(images), step):
-                results.extend(self._run_batch(engine, images[first : first + step], settings))
-        for detections, image in zip(results, images, strict=True):
-            detections.orig_shape = (int(image.shape[0]), int(image.shape[1]))
-        return results
+        return list(pipeline.run(images, settings))
 
     def _settings(self, overrides: dict[str, Any]) -> Settings:
         own = {
@@ -613,51 +616,20 @@ class Detector:
             chosen["classes"] = self._class_ids(overrides["classes"], "classes")
         return Settings(agnostic=self.agnostic, **chosen)
 
-    def _run_batch(
-        self, engine: Engine, chunk: list[np.ndarray], settings: Settings
-    ) -> list[Detections]:
-        spec = self.spec
-        # A static-batch engine always runs its full batch: the unused rows are left at zero.
-        rows = len(chunk) if engine.dynamic_batch else (engine.max_batch or len(chunk))
-        t0 = time.perf_counter()
-        buffer = np.zeros((rows, 3, *spec.input_size), dtype=engine.input.dtype)
-        _, transforms = preprocess(
-            chunk,
-            spec.input_size,
-            dtype=engine.input.dtype,
-            out=buffer[: len(chunk)],
-            **spec.preprocessing,
-        )
-        t1 = time.perf_counter()
-        outputs = engine.infer(buffer)
-        t2 = time.perf_counter()
-        if rows != len(chunk) and spec.format != "max-wh":
-            outputs = [out[: len(chunk)] for out in outputs]
-        table = spec.format in ("end2end", "max-wh")
-        detections = postprocess(
-            outputs,
-            spec.format,
-            transforms,
-            anchors=spec.anchors,
-            num_classes=len(spec.class_names) if table else None,
-            **settings.as_kwargs(),
-        )
-        t3 = time.perf_counter()
-        seconds = {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2}
-        for stage, value in seconds.items():
-            self._timer.record(stage, value)
-        speed = {stage: value * 1e3 / len(chunk) for stage, value in seconds.items()}
-        for d in detections:
-            d.names = spec.class_names
-            d.speed = dict(speed)
-        return detections
-
     def profile(self, reset: bool = False) -> dict[str, StageStats]:
-        """Per-stage timings so far (ms): count, mean, p50, p90, p99."""
+        """Per-stage timings so far (ms): count, mean, p50, p90, p99. `reset` starts the stage
+        times and throughput() afresh."""
         summary = self._timer.summary()
         if reset:
             self._timer.reset()
         return summary
+
+    def throughput(self) -> Throughput:
+        """Frames per second over the calls and streams run to their end since the last
+        profile(reset=True): their frames over their wall time. On a stream, reading and
+        letterboxing overlap inference, so it can exceed 1000 / (a frame's stage times added
+        up); the gap is what the overlap gains."""
+        return self._timer.throughput()
 
     def __repr__(self) -> str:
         return (

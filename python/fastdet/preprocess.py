@@ -47,16 +47,21 @@ def _image_list(images: Any) -> list[np.ndarray]:
     if not images:
         fail(_FUNCTION, "images", images, "a non-empty list of images")
     for i, image in enumerate(images):
-        name = f"images[{i}]"
-        if not isinstance(image, np.ndarray):
-            fail(_FUNCTION, name, image, "a numpy uint8 array of shape (H, W, 3)", TypeError)
-        if image.dtype != np.uint8:
-            fail(_FUNCTION, name, image, "a uint8 array (8-bit BGR)", TypeError)
-        if image.ndim != 3 or image.shape[2] != 3:
-            fail(_FUNCTION, name, image, "an array of shape (H, W, 3) (3-channel BGR)")
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            fail(_FUNCTION, name, image, "a non-empty image")
+        check_image(_FUNCTION, f"images[{i}]", image)
     return images
+
+
+def check_image(function: str, name: str, image: Any) -> None:
+    """A TypeError or ValueError naming `name` unless image is a non-empty HxWx3 uint8 numpy
+    array (any strides): what the CPU kernels read."""
+    if not isinstance(image, np.ndarray):
+        fail(function, name, image, "a numpy uint8 array of shape (H, W, 3)", TypeError)
+    if image.dtype != np.uint8:
+        fail(function, name, image, "a uint8 array (8-bit BGR)", TypeError)
+    if image.ndim != 3 or image.shape[2] != 3:
+        fail(function, name, image, "an array of shape (H, W, 3) (3-channel BGR)")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        fail(function, name, image, "a non-empty image")
 
 
 def _flat_images(images: Any) -> list[Any]:
@@ -385,4 +390,12 @@ def preprocess(
     return batch, job.transforms
 
 
-__all__ = ["OUTPUT_DTYPES", "RESAMPLE", "Plan", "output_dtype", "plan", "preprocess"]
+__all__ = [
+    "OUTPUT_DTYPES",
+    "RESAMPLE",
+    "Plan",
+    "check_image",
+    "output_dtype",
+    "plan",
+    "preprocess",
+]

@@ -30,23 +30,56 @@ class StageStats:
         )
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """Frames over the wall time of whole runs (calls or streams), reading and waiting included."""
+
+    frames: int
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        per_second = self.frames_per_second
+        return f"{self.frames} frames in {self.seconds:.3f} s: {per_second:.1f} frames/s"
+
+
 class StageTimer:
-    """Collects seconds per stage from any thread; summary() gives StageStats in ms."""
+    """Collects seconds per stage from any thread; summary() gives StageStats in ms, throughput()
+    the frames per second of the runs recorded with record_run()."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._samples: dict[str, deque[float]] = {}
         self._counts: dict[str, int] = {}
+        self._run_frames = 0
+        self._run_seconds = 0.0
 
     def record(self, stage: str, seconds: float) -> None:
         with self._lock:
             self._samples.setdefault(stage, deque(maxlen=MAX_SAMPLES)).append(seconds)
             self._counts[stage] = self._counts.get(stage, 0) + 1
 
+    def record_run(self, frames: int, seconds: float) -> None:
+        """A whole call or stream: its wall time is a "total" sample, and its frames and seconds
+        count towards throughput()."""
+        self.record("total", seconds)
+        with self._lock:
+            self._run_frames += frames
+            self._run_seconds += seconds
+
     def reset(self) -> None:
         with self._lock:
             self._samples.clear()
             self._counts.clear()
+            self._run_frames = 0
+            self._run_seconds = 0.0
+
+    def throughput(self) -> Throughput:
+        with self._lock:
+            return Throughput(self._run_frames, self._run_seconds)
 
     def summary(self) -> dict[str, StageStats]:
         with self._lock:

@@ -1,7 +1,8 @@
 """Where images come from: an array (numpy or GPU), a list of arrays or paths, an image file, a
 folder, a glob, a video file, a list file (one path per line) or a camera index. A Source yields
-Frames in order; read_ahead() decodes them on a thread a bounded number of frames ahead of the
-consumer, so a folder of 100,000 images or an hour of video never sits in memory at once."""
+Frames in order; read_ahead() decodes them (or prepares anything made from them) on a thread a
+bounded number of items ahead of the consumer, so a folder of 100,000 images or an hour of video
+never sits in memory at once."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import os
 import queue
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -25,6 +26,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LIST_SUFFIXES = (".txt", ".list")
 _GLOB_CHARACTERS = "*?["
+_Item = TypeVar("_Item")
 
 
 @dataclass
@@ -309,9 +311,10 @@ def open_source(source: Any, function: str = "Detector", strict: bool = False) -
     return Images([text], text, function, strict)
 
 
-def read_ahead(frames: Iterable[Frame], depth: int) -> Iterator[Frame]:
-    """The frames, decoded on a reader thread at most `depth` ahead of the consumer. Errors
-    reach the consumer in order; closing the generator stops the reader."""
+def read_ahead(items: Iterable[_Item], depth: int) -> Generator[_Item, None, None]:
+    """The items (frames, or batches prepared from them), made on a reader thread at most `depth`
+    ahead of the consumer. Errors reach the consumer in order; closing the generator stops the
+    reader and closes `items`."""
     pending: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
 
@@ -325,10 +328,10 @@ def read_ahead(frames: Iterable[Frame], depth: int) -> Iterator[Frame]:
         return False
 
     def reader() -> None:
-        iterator = iter(frames)
+        iterator = iter(items)
         try:
-            for frame in iterator:
-                if not offer(("frame", frame)):
+            for item in iterator:
+                if not offer(("item", item)):
                     return
             offer(("end", None))
         except BaseException as error:  # handed to the consumer, raised there
