@@ -118,9 +118,7 @@ def detection_agreement(
     most = max(100, *per_image.values())
     ground_truth = _as_ground_truth(reference, ids)
     with contextlib.redirect_stdout(io.StringIO()):
-        detections = ground_truth.loadRes(
-            [{**r, "bbox": _matchable(r["bbox"])} for r in candidate]
-        )
+        detections = ground_truth.loadRes([{**r, "bbox": _matchable(r["bbox"])} for r in candidate])
         evaluator = COCOeval(ground_truth, detections, "bbox")
         evaluator.params.imgIds = ids
         evaluator.params.maxDets = [1, 10, most]
