@@ -6,6 +6,7 @@ from fastdet.engines.openvino.engine import (
     INFERENCE_PRECISION,
     PRECISIONS,
     OpenVinoEngine,
+    available_precisions,
     cpu_capabilities,
     require_openvino,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "PRECISIONS",
     "OpenVinoCrashError",
     "OpenVinoEngine",
+    "available_precisions",
     "cpu_capabilities",
     "decode_head",
     "require_openvino",

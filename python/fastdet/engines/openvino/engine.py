@@ -59,6 +59,17 @@ def cpu_capabilities(core: Any) -> set[str]:
     return {str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
 
 
+def available_precisions(*, calibration: bool) -> list[str]:
+    """The precisions the backend runs on this CPU (int8 only with calibration images)."""
+    ov = require_openvino()
+    found = ["fp32"]
+    if "BF16" in cpu_capabilities(ov.Core()):
+        found.append("bf16")
+    if calibration:
+        found.append("int8")
+    return found
+
+
 def _spec(port: Any) -> TensorSpec:
     shape = tuple(
         d.get_length() if d.is_static and d.get_length() > 0 else None
