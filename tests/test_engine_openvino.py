@@ -310,3 +310,23 @@ def test_no_probe_on_an_unaffected_combination(model: Path, cache: Path, monkeyp
     monkeypatch.setattr(probe, "is_affected", lambda version, cpu: False)
     Detector(model, backend="openvino", threads=1)
     assert not (cache / "openvino" / "probes").exists()
+
+
+# --- fastdet val -------------------------------------------------------------------------------
+
+
+@pytest.mark.needs_coco
+def test_val_reports_the_agreement_with_onnxruntime_fp32(model: Path, capsys) -> None:
+    root = coco_image_paths()[0].parent.parent
+    found = fastdet.val(model, root, limit=3, backend="openvino", threads=2, progress=False)
+    agreement = found["agreement"]
+    assert agreement["images"] == 3 and agreement["reference_boxes"] > 0
+    assert agreement["map"] > 0.99  # fp32: the same detections up to float rounding
+    assert agreement["max_output_difference"] < 0.1
+    assert "openvino fp32: agreement mAP" in capsys.readouterr().out
+    reference = fastdet.val(model, root, limit=3, backend="onnxruntime", verbose=False,
+                            progress=False)  # fmt: skip
+    assert reference["agreement"] is None  # the reference itself
+    skipped = fastdet.val(model, root, limit=3, backend="openvino", agreement=False,
+                          verbose=False, progress=False)  # fmt: skip
+    assert skipped["agreement"] is None and skipped["map"] == pytest.approx(found["map"])
