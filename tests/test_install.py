@@ -39,7 +39,7 @@ def test_a_missing_dependency_names_its_extra(monkeypatch, module) -> None:
 
 def test_the_all_extra_covers_the_readme() -> None:
     extras = _extras()
-    assert extras["all"] == ["fastdet[onnx,zoo,eval,vision,report]"]
+    assert extras["all"] == ["fastdet[onnx,zoo,eval,vision,report,openvino]"]
     readme = (PYPROJECT.parent / "README.md").read_text()
     install = readme.split("## Install and run", 1)[1].split("##", 1)[0]
     commands = [line for line in install.split("```bash", 1)[1].split("```", 1)[0].splitlines()]

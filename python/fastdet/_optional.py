@@ -10,6 +10,8 @@ from types import ModuleType
 EXTRAS: dict[str, tuple[str, str | None]] = {
     "onnxruntime": ("onnxruntime", "onnx"),
     "onnx": ("onnx", "onnx"),
+    "openvino": ("openvino", "openvino"),
+    "nncf": ("nncf", "openvino"),
     "torch": ("torch", "zoo"),
     "pycocotools": ("pycocotools", "eval"),
     "PIL": ("pillow", "eval"),

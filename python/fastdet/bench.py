@@ -57,7 +57,7 @@ __all__ = [
 
 #: The seed table's six models ("YOLOv7l" is yolov7).
 DEFAULT_MODELS = ("yolov7", "yolov7x", "damo-yolo-t", "damo-yolo-s", "damo-yolo-m", "damo-yolo-l")
-BACKENDS = ("onnxruntime", "onnxruntime-cuda", "tensorrt", "torch", "torch-cuda")
+BACKENDS = ("onnxruntime", "onnxruntime-cuda", "openvino", "tensorrt", "torch", "torch-cuda")
 PRECISIONS = ("fp32", "fp16")  # the bench has no calibration images for int8
 # Official checkpoint file names, to find them in --weights DIR.
 CHECKPOINT_PATTERNS = {
@@ -104,6 +104,9 @@ class BenchResult:
     load_before: LoadSample | None = None
     load_during: LoadSample | None = None
     notes: list[str] = field(default_factory=list)
+    # CPU jobs other than the ONNX Runtime fp32 reference: fastdet.agreement against it
+    agreement_map: float | None = None
+    max_output_difference: float | None = None
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Timing:
     stages: dict[str, StageStats]
     load_before: LoadSample
     load_during: LoadSample | None
+    detector: Any = None  # the Detector timed, for the agreement figure
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -140,6 +144,12 @@ def backend_problem(backend: str) -> str | None:
                 return "this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
             if not settings.cuda_is_available():
                 return "needs fastdet built with CUDA and a visible GPU"
+        return None
+    if name == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "openvino is not installed (pip install 'fastdet[openvino]')"
         return None
     if name == "tensorrt":
         if not settings.cuda_is_available():
@@ -190,6 +200,21 @@ def _precision(backend: str, precision: str | None) -> str:
     return precision or ("fp16" if device == "cuda" else "fp32")
 
 
+def _precisions(backend: str, precision: str | None, calib: Path | None) -> list[str | None]:
+    """The precisions a backend's jobs run: OpenVINO each one this CPU has (int8 with calibration
+    images), every other backend the one asked for."""
+    if backend == "openvino":
+        from fastdet.engines.openvino import available_precisions
+
+        return list(available_precisions(calibration=calib is not None))
+    return [precision]
+
+
+def _is_reference(result: BenchResult) -> bool:
+    """The CPU reference every other CPU job's agreement is measured against."""
+    return result.backend == "onnxruntime" and result.precision == "fp32"
+
+
 # -- running -------------------------------------------------------------------------------
 
 
@@ -219,6 +244,7 @@ def bench_one(
     threads: int | None,
     weights: Path | None,
     image: np.ndarray,
+    calib_dir: Path | None = None,
 ) -> Timing:
     """Builds the Detector, warms it up, checks the machine's load, then times `iters` calls
     while watching the load."""
@@ -234,6 +260,7 @@ def bench_one(
         threads=threads,
         weights=weights,
         imgsz=imgsz,
+        calib_dir=calib_dir if precision == "int8" else None,
     )
     images = [image] * batch
     for _ in range(warmup):
@@ -248,7 +275,7 @@ def bench_one(
             timer.record("latency", time.perf_counter() - start)
     stages = detector.profile()
     stages.pop("total", None)
-    return Timing(timer.summary()["latency"], stages, before, watch.sample)
+    return Timing(timer.summary()["latency"], stages, before, watch.sample, detector)
 
 
 def count_structure(model: str, size: int) -> tuple[float, float]:
@@ -285,25 +312,38 @@ def run(
     weights_dir: Path | None = None,
     data: Path | None = None,
     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+    calib: Path | None = None,
+    agreement_images: int = 8,
 ) -> list[BenchResult]:
-    """Benchmarks every (model, backend, batch); measures mAP when weights and data are given.
-    A job that raises is kept with its error and the others still run."""
+    """Benchmarks every (model, backend, precision, batch); measures mAP when weights and data
+    are given. Every CPU job other than ONNX Runtime fp32 also gets its agreement with it
+    (fastdet.agreement) on `agreement_images` photos of `data`, else of `calib`, else the
+    sample frame (0: none). A job that raises is kept with its error and the others still
+    run."""
     from fastdet.zoo import info
 
     image = sample_image()
     threads = threads or machine_load.cpu_count()
     on_gpu = any(_split_backend(b)[1] == "cuda" for b in backends)
     gpu = gpu_name() if on_gpu else ""
-    jobs = [(m, b, n) for m in models for b in backends for n in batches]
+    jobs = [
+        (m, b, p, n)
+        for m in models
+        for b in backends
+        for p in _precisions(b, precision, calib)
+        for n in batches
+    ]
     steps: Iterable[Any] = progress(jobs, len(jobs)) if progress else jobs
     results = []
     structures: dict[str, tuple[float, float] | str] = {}
     maps: dict[str, float | str] = {}
-    for model, backend, batch in steps:
+    references: dict[str, Any] = {}
+    photos = _agreement_photos(data, calib, agreement_images, image)
+    for model, backend, job_precision, batch in steps:
         _, device = _split_backend(backend)
         size = imgsz or info(model).input_size
         result = BenchResult(
-            model, backend, device, _precision(backend, precision), batch, size, threads,
+            model, backend, device, _precision(backend, job_precision), batch, size, threads,
             gpu if device == "cuda" else "CPU",
         )  # fmt: skip
         if model not in structures:
@@ -330,13 +370,14 @@ def run(
                     model,
                     backend,
                     batch=batch,
-                    precision=precision,
+                    precision=job_precision,
                     iters=iters,
                     warmup=warmup,
                     imgsz=imgsz,
                     threads=threads,
                     weights=weights,
                     image=image,
+                    calib_dir=calib,
                 )
         except Exception as error:  # one failing job must not end the run: it goes in its row
             result.error = _error_text(error)
@@ -346,6 +387,8 @@ def run(
             result.images_per_second = batch / (timing.latency.mean / 1e3)
             result.load_before = timing.load_before
             result.load_during = timing.load_during
+            if device == "cpu" and not _is_reference(result) and photos:
+                _measure_agreement(result, timing.detector, references, photos, weights)
         if weights is not None and data is not None:
             if model not in maps:
                 try:
@@ -365,6 +408,51 @@ def run(
                 result.map_error = found
         results.append(result)
     return results
+
+
+def _agreement_photos(
+    data: Path | None, calib: Path | None, count: int, frame: np.ndarray
+) -> list[np.ndarray]:
+    """The images the agreement is measured on: photos of data, else of calib, else the frame."""
+    if count == 0:
+        return []
+    for folder in (data, calib):
+        if folder is None:
+            continue
+        from fastdet._optional import require
+        from fastdet.evaluate import image_files
+
+        cv2 = require("cv2", "fastdet bench's agreement (reading photos)")
+        found = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in image_files(folder)[:count]]
+        return [photo for photo in found if photo is not None]
+    return [frame]
+
+
+def _measure_agreement(
+    result: BenchResult,
+    detector: Any,
+    references: dict[str, Any],
+    photos: list[np.ndarray],
+    weights: Path | None,
+) -> None:
+    """The job's agreement with the ONNX Runtime fp32 Detector of its model, in its row."""
+    from fastdet.agreement import compare
+    from fastdet.detector import Detector
+
+    try:
+        if result.model not in references:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RandomWeightsWarning)
+                references[result.model] = Detector(
+                    result.model, backend="onnxruntime", device="cpu", threads=result.threads,
+                    weights=weights, imgsz=result.input_size,
+                )  # fmt: skip
+        measured = compare(references[result.model], detector, photos)
+    except Exception as error:  # the timing stands without it
+        result.notes.append(f"agreement not measured: {_error_text(error)}")
+        return
+    result.agreement_map = measured.map
+    result.max_output_difference = measured.max_output_difference
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -520,6 +608,20 @@ def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     bench.add_argument("--data", type=_folder, metavar="DIR", help="COCO folder for the mAP")
     bench.add_argument(
+        "--calib",
+        type=_folder,
+        metavar="DIR",
+        help="calibration images: OpenVINO also runs int8, calibrated on them",
+    )
+    bench.add_argument(
+        "--agreement-images",
+        type=_non_negative_int,
+        default=8,
+        metavar="N",
+        help="CPU jobs other than ONNX Runtime fp32 are compared with it on N photos of --data, "
+        "else of --calib, else the sample frame (default 8; 0: no agreement figures)",
+    )
+    bench.add_argument(
         "--save",
         type=_report_folder,
         metavar="DIR",
@@ -562,6 +664,8 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         weights_dir=args.weights,
         data=args.data,
         progress=_progress,
+        calib=args.calib,
+        agreement_images=args.agreement_images,
     )
     for line in load_warnings(preflight, results):
         print(f"{BUSY_MARK} {line}")

@@ -48,7 +48,12 @@ REPO_LATENCY_SOURCE = {
     "yolov7": "YOLOv7 README: V100, PyTorch, batch 1 (1000 / FPS)",
     "damo": "DAMO-YOLO README: T4, TensorRT FP16, batch 1",
 }
-_ENGINES = {"onnxruntime": "ONNX", "tensorrt": "TensorRT", "torch": "PyTorch"}
+_ENGINES = {
+    "onnxruntime": "ONNX",
+    "openvino": "OpenVINO",
+    "tensorrt": "TensorRT",
+    "torch": "PyTorch",
+}
 
 
 # -- published figures ---------------------------------------------------------------------
@@ -128,7 +133,8 @@ def _ms(value: float) -> str:
 
 
 def job_name(r: BenchResult) -> str:
-    return f"{r.model} {r.backend} b{r.batch}"
+    precision = f" {r.precision}" if r.device == "cpu" and r.precision != "fp32" else ""
+    return f"{r.model} {r.backend}{precision} b{r.batch}"
 
 
 def hardware(r: BenchResult) -> tuple[str, str]:
@@ -153,6 +159,15 @@ def _latency_columns(r: BenchResult) -> tuple[Column, Column]:
         name = f"measured {what} {detail} (ms)"
         columns.append(Column(name, group, detail, True))
     return columns[0], columns[1]
+
+
+def _agreement_column(r: BenchResult) -> Column:
+    """Beside a CPU job's latency other than ONNX Runtime fp32's: its agreement with it."""
+    what, threads = hardware(r)
+    batch = "" if r.batch == 1 else f"b{r.batch}"
+    detail = " ".join(part for part in (threads, batch) if part)
+    group = f"Speed {what} (ms)"
+    return Column(f"measured {what} {detail} agreement mAP", group, "agreement mAP", True)
 
 
 def _plain(name: str) -> Column:
@@ -187,7 +202,17 @@ def build_table(results: Sequence[BenchResult]) -> Table:
         pair = _latency_columns(r)
         (cpu if r.device == "cpu" else gpu).setdefault(pair[0].name, pair)
     cpu_onnx = [c for pair in cpu.values() if pair[0].group == "Speed CPU ONNX (ms)" for c in pair]
-    cpu_other = [c for pair in cpu.values() if pair[0].group != "Speed CPU ONNX (ms)" for c in pair]
+    agreement = {
+        _latency_columns(r)[0].name: _agreement_column(r)
+        for r in results
+        if r.device == "cpu" and r.agreement_map is not None
+    }
+    cpu_other = [
+        c
+        for pair in cpu.values()
+        if pair[0].group != "Speed CPU ONNX (ms)"
+        for c in (*pair, *([agreement[pair[0].name]] if pair[0].name in agreement else []))
+    ]
     columns = [
         _plain("Model"),
         _plain("size (pixels)"),
@@ -238,6 +263,8 @@ def build_table(results: Sequence[BenchResult]) -> Table:
             if reasons:
                 row[p50.name] += BUSY_MARK
                 busy.append(f"{job_name(r)}: {'; '.join(reasons)}")
+        if r.agreement_map is not None:
+            row[_agreement_column(r).name] = f"{r.agreement_map:.3f}"
         if r.map_error is not None:
             errors.append(f"{r.model} mAP failed: {r.map_error}")
             row["measured mAP val 50-95"] = f"error [{len(errors)}]"
@@ -254,6 +281,20 @@ def build_table(results: Sequence[BenchResult]) -> Table:
             )
         notes.extend(f"{job_name(r)}: {note}" for note in r.notes)
     footnotes = _source_notes(list(pubs.values()), results)
+    compared = [r for r in results if r.agreement_map is not None]
+    if compared:
+        differences = ", ".join(
+            f"{job_name(r)} {r.max_output_difference:.3g}"
+            for r in compared
+            if r.max_output_difference is not None
+        )
+        footnotes.append(
+            "agreement mAP: COCO mAP 50-95 of the job's detections with ONNX Runtime fp32's "
+            "detections on the same photos as ground truth (fastdet.agreement; 1.000 = the same "
+            "detections). With seeded random weights the scores crowd near the thresholds, so "
+            "these are pessimistic bounds for trained weights. Largest raw-output difference "
+            f"from ONNX Runtime fp32: {differences or 'not measured'}."
+        )
     if few_runs:
         runs = ", ".join(str(n) for n in sorted(few_runs))
         footnotes.append(

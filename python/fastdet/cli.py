@@ -153,6 +153,10 @@ def _val(args: argparse.Namespace) -> int:
         weights=args.weights,
         backend=args.backend,
         device=args.device,
+        precision=args.precision,
+        calib_dir=args.calib,
+        threads=args.threads,
+        agreement=args.agreement,
     )
     return 0
 
@@ -314,8 +318,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="images per batch (official default 32, test.py's: it decides YOLOv7's rectangles)",
     )
-    validate.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch")
+    validate.add_argument(
+        "--backend", default="auto", help="auto, onnxruntime, openvino, tensorrt, torch"
+    )
     validate.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    validate.add_argument(
+        "--precision",
+        help="fp32, fp16, bf16 (openvino) or int8 (openvino, tensorrt: needs --calib); default "
+        "fp16 on a GPU, else fp32",
+    )
+    validate.add_argument("--calib", metavar="DIR", help="int8 calibration images")
+    validate.add_argument("--threads", type=positive_int, help="CPU threads")
+    validate.add_argument(
+        "--no-agreement",
+        dest="agreement",
+        action="store_false",
+        help="skip the fp32 ONNX Runtime reference run: by default a run on another backend or "
+        "precision also prints how closely its detections agree with the reference's (mAP "
+        "with the reference's detections as ground truth, largest output difference)",
+    )
     validate.set_defaults(run=_val)
     from fastdet.detect import add_detect_command
 

@@ -30,14 +30,16 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda")
 #: Images per batch for engines without a batch of their own (dynamic-batch ONNX, torch)
 DEFAULT_BATCH = 8
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 def _resolve_device(device: str, backend: str) -> str:
     """ "auto": the GPU when one is visible and an engine of this backend can run there."""
     if device != "auto":
         return device
+    if backend == "openvino":
+        return "cpu"
     if backend == "torch":
         try:
             import torch
@@ -159,6 +161,12 @@ class Detector:
     fastdet's metadata, else from the official exports' input/output names and shapes; pass
     `family=`, `format=`, `imgsz=` (and `anchors=` for raw YOLOv7 outputs) when neither works.
 
+    backend="openvino" (CPU, the `openvino` extra) runs an ONNX model with precision "fp32"
+    (detections equal ONNX Runtime's), "bf16" (CPUs with bf16 instructions) or "int8" (NNCF
+    post-training quantization calibrated on the images of `calib_dir` with the model's own
+    preprocessing, the decode head in float, cached). TensorRT's int8 also calibrates on
+    `calib_dir`. `threads`: CPU threads of the engine and of fastdet's kernels.
+
     Thresholds default to each family's detect settings and can change per call.
 
     On a GPU (device="cuda" with a TensorRT or torch engine, or a GPU-capable ONNX Runtime) the
@@ -186,6 +194,7 @@ class Detector:
         agnostic: bool = False,
         batch: int | None = None,
         threads: int | None = None,
+        calib_dir: str | os.PathLike[str] | None = None,
         weights: str | os.PathLike[str] | None = None,
         family: str | None = None,
         format: str | None = None,
@@ -197,6 +206,16 @@ class Detector:
         check_choice("Detector", "backend", backend, BACKENDS)
         if precision is not None:
             check_choice("Detector", "precision", precision, PRECISIONS)
+        if calib_dir is not None and precision != "int8":
+            fail("Detector", "calib_dir", str(calib_dir), "None unless precision is 'int8'")
+        if precision == "bf16" and backend != "openvino":
+            fail(
+                "Detector",
+                "precision",
+                precision,
+                f"'fp32', 'fp16' or 'int8' for backend {backend!r} (bf16 runs on "
+                "backend='openvino')",
+            )
         if batch is not None:
             batch = check_integer("Detector", "batch", batch, 1, 4096)
         if imgsz is not None:
@@ -217,6 +236,7 @@ class Detector:
         with warnings.catch_warnings():
             # Said once below for the Detector, not for each step that builds or exports.
             warnings.simplefilter("ignore", RandomWeightsWarning)
+            self._calib_dir = calib_dir
             engine, spec = self._load(
                 model, backend, batch, threads, weights, family, format, imgsz, anchors
             )
@@ -341,13 +361,22 @@ class Detector:
                     from fastdet.engines.tensorrt import load_or_build
 
                     precision = "fp16" if self.precision == "fp16" else self.precision
-                    engine = load_or_build(path, precision=precision, batch=batch or 1)
+                    engine = load_or_build(
+                        path, precision=precision, batch=batch or 1, calib_dir=self._calib_dir
+                    )
+                elif backend == "openvino":
+                    engine = self._openvino_engine(path, threads, family, format, imgsz, anchors)
                 elif backend in ("auto", "onnxruntime"):
                     from fastdet.engines.onnxruntime import OnnxRuntimeEngine
 
                     engine = OnnxRuntimeEngine(path, device=self.device, threads=threads)
                 else:
-                    fail("Detector", "backend", backend, "'onnxruntime' or 'tensorrt' for .onnx")
+                    fail(
+                        "Detector",
+                        "backend",
+                        backend,
+                        "'onnxruntime', 'openvino' or 'tensorrt' for .onnx",
+                    )
             else:
                 known = ", ".join(MODELS)
                 fail(
@@ -360,6 +389,30 @@ class Detector:
                 engine, family=family, format=format, anchors=anchors, imgsz=imgsz
             )
         return self._load_module(model, batch, family, format, imgsz, anchors)
+
+    def _openvino_engine(
+        self,
+        path: Path,
+        threads: int | None,
+        family: str | None,
+        format: str | None,
+        imgsz: Any,
+        anchors: Any,
+    ) -> Engine:
+        from fastdet.engines.openvino import OpenVinoEngine
+
+        if self.device != "cpu":
+            fail("Detector", "device", self.device, "'cpu' or 'auto' for backend='openvino'")
+        return OpenVinoEngine(
+            path,
+            precision=self.precision,
+            threads=threads or settings.get_num_threads(),
+            calib_dir=self._calib_dir,
+            # int8 calibrates with the model's preprocessing, told as for any other engine.
+            describe=lambda engine: infer_spec(
+                engine, family=family, format=format, anchors=anchors, imgsz=imgsz
+            ),
+        )
 
     def _tensorrt_engine(self, path: Path) -> Engine:
         from fastdet.engines.tensorrt import TensorRTEngine

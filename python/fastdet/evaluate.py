@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,7 @@ def val(
     batch_size: int | None = None,
     verbose: bool = True,
     progress: bool = True,
+    agreement: bool = True,
     **detector_kwargs: Any,
 ) -> dict[str, Any]:
     """COCO mAP of a model on a folder of images with its family's official evaluation settings
@@ -185,8 +187,14 @@ def val(
     protocol, its settings and the metrics. With `verbose`, prints pycocotools' 12-line summary,
     the protocol and the per-stage speed; with `progress`, a progress bar (tqdm when installed).
 
+    agreement: for the "engine" protocol on any backend or precision other than ONNX Runtime
+        fp32 (a model given by name or file), also run the fp32 ONNX Runtime reference on the
+        same images with the same settings and report how closely the detections agree
+        (fastdet.agreement: mAP against the reference's detections as ground truth, and the
+        largest raw-output difference on the first AGREEMENT_OUTPUT_IMAGES images).
+
     Returns the coco_eval metrics plus "protocol", "settings", "images", "seconds" and "stages"
-    (per-stage timings).
+    (per-stage timings), and "agreement" (a dict of fastdet.agreement.Agreement, or None).
     """
     from fastdet.detector import Detector
 
@@ -255,6 +263,11 @@ def val(
     metrics["images"] = len(files)
     metrics["seconds"] = elapsed
     metrics["stages"] = stages
+    metrics["agreement"] = None
+    if agreement and protocol == "engine" and _is_reduced(detector):
+        measured = _agreement(model, detector, detector_kwargs, files, ids, predictions, thresholds)
+        if measured is not None:
+            metrics["agreement"] = asdict(measured)
     if target is not None:
         _metadata_path(target).write_text(
             json.dumps(_metadata(model, root, ann_path, target, metrics), indent=2)
@@ -267,9 +280,63 @@ def val(
         )
         for stage, stats in metrics["stages"].items():
             print(f"  {stage:<12} {stats}")
+        if metrics["agreement"] is not None:
+            print(f"{detector.engine.backend} {detector.precision}: {measured}")
         if target is not None:
             print(f"wrote {target} and {_metadata_path(target)}")
     return metrics
+
+
+#: The raw-output difference of `val`'s agreement is measured on this many images (an extra
+#: inference of both engines each).
+AGREEMENT_OUTPUT_IMAGES = 8
+# Detector arguments that pick the engine; the reference keeps every other one (weights, ...).
+_ENGINE_ARGUMENTS = ("backend", "device", "precision", "calib_dir", "batch")
+
+
+def _is_reduced(detector: Any) -> bool:
+    """True unless the detector is the reference itself (ONNX Runtime fp32 on the CPU)."""
+    engine = detector.engine
+    return not (
+        engine.backend == "onnxruntime" and engine.device == "cpu" and detector.precision == "fp32"
+    )
+
+
+def _agreement(
+    model: Any,
+    detector: Any,
+    detector_kwargs: dict[str, Any],
+    files: Sequence[Path],
+    ids: Sequence[int],
+    predictions: list[dict[str, Any]],
+    thresholds: dict[str, Any],
+) -> Any:
+    """The candidate's predictions against the fp32 ONNX Runtime reference's on the same
+    images (None for a Detector object: its model cannot be loaded again)."""
+    from fastdet.agreement import Agreement, detection_agreement, output_difference
+    from fastdet.detector import Detector
+
+    if isinstance(model, Detector):
+        return None
+    kept = {k: v for k, v in detector_kwargs.items() if k not in _ENGINE_ARGUMENTS}
+    reference = Detector(model, backend="onnxruntime", device="cpu", precision="fp32", **kept)
+    records: list[dict[str, Any]] = []
+    found = reference.stream([str(f) for f in files], **thresholds)
+    for detections, image_id in zip(found, ids, strict=True):
+        records.extend(detections.to_coco(image_id))
+    score, score50 = detection_agreement(records, predictions, ids)
+    cv2 = require("cv2", "the agreement's output difference (reading images)")
+    sample = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files[:AGREEMENT_OUTPUT_IMAGES]]
+    return Agreement(
+        map=score,
+        map50=score50,
+        max_output_difference=output_difference(
+            reference, detector, [image for image in sample if image is not None]
+        ),
+        images=len(files),
+        reference_boxes=len(records),
+        candidate_boxes=len(predictions),
+    )
 
 
 def _official_detector_kwargs(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

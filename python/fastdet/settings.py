@@ -3,6 +3,9 @@ need, kept out of the package root so that no module imports `fastdet` itself.""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from fastdet import _core
 from fastdet._checks import check_integer
 
@@ -30,4 +33,30 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(check_integer("set_num_threads", "n", n, 1, 1024))
 
 
-__all__ = ["WITH_CUDA", "__version__", "cuda_is_available", "get_num_threads", "set_num_threads"]
+def physical_cores() -> int:
+    """The physical cores among the CPUs this process may run on (hyper-threads counted
+    once): the thread count at which a compute-bound engine is fastest."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return len(cpus)  # no topology: every CPU counts
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
+__all__ = [
+    "WITH_CUDA",
+    "__version__",
+    "cuda_is_available",
+    "get_num_threads",
+    "physical_cores",
+    "set_num_threads",
+]

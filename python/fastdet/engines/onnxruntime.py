@@ -19,6 +19,7 @@ import numpy as np
 from fastdet._checks import fail
 from fastdet.engines.base import Bindings, Engine, TensorSpec
 from fastdet.metadata import ModelMetadata
+from fastdet.settings import physical_cores
 
 _ONNX_TYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32),
@@ -74,8 +75,12 @@ class OnnxRuntimeEngine(Engine):
         ort = _require_onnxruntime()
         file = check_model_file("Detector", path, (".onnx",))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default (all cores)
+        # Set for latency: one operator at a time, each on every physical core (hyper-threads
+        # share a core's vector units and only add synchronisation), every graph optimisation.
+        options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
         if device == "cuda":

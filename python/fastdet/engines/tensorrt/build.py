@@ -220,7 +220,7 @@ def _request(
     calib_paths: list[Path] = []
     calib_sha = None
     if precision == "int8":
-        calib_paths = calibration_images(calib_dir, max_images)
+        calib_paths = calibration_images(calib_dir, max_images, function=_FUNCTION)
         calib_batch = calibration_batch(shapes)
         if len(calib_paths) < calib_batch:
             fail(
@@ -351,7 +351,9 @@ def _build_plan(trt: Any, request: _Request) -> Any:
         if weak_typing:
             # Layers without an INT8 kernel fall back to FP16 rather than FP32.
             config.set_flag(trt.BuilderFlag.FP16)
-        batches = calibration_batches(request.calib_paths, metadata, calib_batch, input_dtype)
+        batches = calibration_batches(
+            request.calib_paths, metadata, calib_batch, input_dtype, function=_FUNCTION
+        )
         calibrator = make_calibrator(
             trt, request.runtime, batches, calib_shape, input_dtype, request.calib_cache
         )

@@ -1,72 +1,24 @@
-"""INT8 calibration: the images, their content hash (part of the cache key), the batches made by
-fastdet.preprocess with the model's own preprocessing (read from the fastdet metadata of its ONNX
-export, so the scales are measured on exactly the tensors the engine will see), and TensorRT's
-entropy calibrator fed from them."""
+"""INT8 calibration for TensorRT: the calibration batch size and TensorRT's entropy calibrator,
+fed from the batches of fastdet.engines.calibration (the images, their content hash and the
+model's own preprocessing, read from the fastdet metadata of its ONNX export)."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastdet._checks import fail
-from fastdet._optional import require
 from fastdet.cache import atomic_write
-from fastdet.metadata import ModelMetadata
-from fastdet.preprocess import preprocess
-from fastdet.sources import IMAGE_SUFFIXES
+from fastdet.engines.calibration import calibration_batches, calibration_images, files_sha256
 
 #: Calibration batch for dynamic engines (static ones calibrate at their batch).
 CALIBRATION_BATCH = 8
-_FUNCTION = "build_engine"
 
 
 def calibration_batch(shapes: tuple[tuple[int, ...], ...]) -> int:
     low, high = shapes[0][0], shapes[2][0]
     return low if low == high else max(low, min(CALIBRATION_BATCH, high))
-
-
-def calibration_images(calib_dir: Any, max_images: int) -> list[Path]:
-    folder = Path(calib_dir)
-    if not folder.is_dir():
-        fail(_FUNCTION, "calib_dir", str(folder), "a folder of calibration images")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        fail(
-            _FUNCTION,
-            "calib_dir",
-            str(folder),
-            f"a folder holding {'/'.join(IMAGE_SUFFIXES)} images",
-        )
-    return paths[:max_images]
-
-
-def files_sha256(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        data = path.read_bytes()
-        digest.update(f"{path.name}\0{len(data)}\0".encode())
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def calibration_batches(
-    paths: Sequence[Path], metadata: ModelMetadata, batch_size: int, dtype: Any = np.float32
-) -> Iterator[np.ndarray]:
-    """Full batches of the images at `paths`, made by fastdet.preprocess with the model's own
-    preprocessing at its input size (what the engine will see at inference)."""
-    cv2 = require("cv2", "INT8 calibration (reading its images)")
-    for start in range(0, len(paths) - batch_size + 1, batch_size):
-        images = []
-        for path in paths[start : start + batch_size]:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f"{_FUNCTION}: calibration image {path} could not be read")
-            images.append(image)
-        batch, _ = preprocess(images, metadata.input_size, **metadata.preprocessing, dtype=dtype)
-        yield batch
 
 
 def make_calibrator(
@@ -130,3 +82,13 @@ def make_calibrator(
             self._device = self._host = None
 
     return EntropyCalibrator()
+
+
+__all__ = [
+    "CALIBRATION_BATCH",
+    "calibration_batch",
+    "calibration_batches",
+    "calibration_images",
+    "files_sha256",
+    "make_calibrator",
+]
