@@ -26,7 +26,7 @@ def _install_fastdet(session: nox.Session, extras: str, cuda: str) -> None:
 def tests(session: nox.Session) -> None:
     """Build fastdet (CUDA kernels when nvcc is found) and run the test suite."""
     _install_fastdet(session, "test", os.environ.get("FASTDET_CUDA", "AUTO"))
-    session.run("python", "-m", "fastdet.cli", "info")
+    session.run("python", "-m", "fastdet.tools.cli", "info")
     session.run("pytest", *session.posargs)
 
 

@@ -13,7 +13,7 @@ Outputs: device memory comes back as a :class:`DeviceArray`, which ``torch.from_
 ``cupy.asarray`` or anything reading ``__cuda_array_interface__`` wraps without a copy;
 ``.numpy()`` gives a host copy.
 
-The CUDA postprocess in two steps (for CUDA graphs) is fastdet.postprocess.Postprocessor.
+The CUDA postprocess in two steps (for CUDA graphs) is fastdet.ops.postprocess.Postprocessor.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from fastdet._checks import fail
 from fastdet._optional import require
 from fastdet.cache import atomic_write
 from fastdet.metadata import ModelMetadata
-from fastdet.preprocess import preprocess
-from fastdet.sources import IMAGE_SUFFIXES
+from fastdet.ops.preprocess import preprocess
+from fastdet.pipeline.sources import IMAGE_SUFFIXES
 
 #: Calibration batch for dynamic engines (static ones calibrate at their batch).
 CALIBRATION_BATCH = 8

@@ -13,8 +13,8 @@ from typing import Any
 
 from fastdet._checks import check_choice, check_integer, fail
 from fastdet._optional import require
-from fastdet.protocols import PROTOCOLS
-from fastdet.sources import IMAGE_SUFFIXES
+from fastdet.pipeline.sources import IMAGE_SUFFIXES
+from fastdet.tools.protocols import PROTOCOLS
 
 #: COCOeval.stats in order.
 STAT_NAMES = (
@@ -169,11 +169,11 @@ def val(
     protocol:
         "engine" (default): the Detector as deployed, every image preprocessed to the engine's
             fixed input: what an exported engine scores.
-        "official": the family's own evaluation script reproduced (fastdet.protocols): YOLOv7's
-            test.py (INTER_AREA load to the long side, rectangular batches of `batch_size`
-            sorted by aspect ratio, letterbox without enlarging, its mapping back and JSON
-            rounding) or DAMO-YOLO's tools/eval.py (PIL decoding, stretch, its mapping back,
-            unrounded records). What official checkpoints score their published mAP with.
+        "official": the family's own evaluation script reproduced (fastdet.tools.protocols):
+            YOLOv7's test.py (INTER_AREA load to the long side, rectangular batches of
+            `batch_size` sorted by aspect ratio, letterbox without enlarging, its mapping back
+            and JSON rounding) or DAMO-YOLO's tools/eval.py (PIL decoding, stretch, its mapping
+            back, unrounded records). What official checkpoints score their published mAP with.
             YOLOv7 needs an engine that takes any input shape: a zoo name runs on the torch
             backend unless another is asked for; a fixed-shape engine is refused.
     batch_size: images per batch; default 32 for "official" (test.py's, which decides
@@ -188,7 +188,7 @@ def val(
     Returns the coco_eval metrics plus "protocol", "settings", "images", "seconds" and "stages"
     (per-stage timings).
     """
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     check_choice("val", "protocol", protocol, PROTOCOLS)
     if batch_size is not None:
@@ -215,7 +215,7 @@ def val(
     thresholds = _evaluation_settings(detector)
     started = time.perf_counter()
     if protocol == "official":
-        from fastdet.protocols import DEFAULT_BATCH_SIZE, check_official, run_official
+        from fastdet.tools.protocols import DEFAULT_BATCH_SIZE, check_official, run_official
 
         check_official(detector)  # before any image is read
         sizes = {

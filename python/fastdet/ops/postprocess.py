@@ -18,8 +18,8 @@ from fastdet._checks import (
     float32_array,
     real_array,
 )
-from fastdet.detections import Detections
-from fastdet.transform import Transform
+from fastdet.ops.detections import Detections
+from fastdet.ops.transform import Transform
 
 _FUNCTION = "postprocess"
 # Builds the kernel options from (number of classes, rows per image).

@@ -1,6 +1,6 @@
 """fastdet bench: the comparison table users know (size, mAP, CPU ONNX ms, GPU ms, params, FLOPs)
 with this machine's measurements beside the published figures, per-stage percentiles, a check of
-the machine's load, and reports (fastdet.bench_report).
+the machine's load, and reports (fastdet.tools.bench_report).
 
 Every argument is checked before anything is built; a backend that cannot run here is skipped
 with one line; a job (model, backend, batch) that fails is reported in its row and the run goes
@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from fastdet import machine_load, settings
-from fastdet._arguments import positive_int
-from fastdet.bench_chart import require_matplotlib
-from fastdet.bench_report import (
+from fastdet import settings
+from fastdet.pipeline.profiling import StageStats, StageTimer
+from fastdet.tools import machine_load
+from fastdet.tools._arguments import positive_int
+from fastdet.tools.bench_chart import require_matplotlib
+from fastdet.tools.bench_report import (
     BUSY_MARK,
     build_table,
     format_report,
@@ -34,8 +36,7 @@ from fastdet.bench_report import (
     stage_lines,
     table_rows,
 )
-from fastdet.machine_load import LoadSample
-from fastdet.profiling import StageStats, StageTimer
+from fastdet.tools.machine_load import LoadSample
 from fastdet.zoo.info import RandomWeightsWarning
 
 __all__ = [
@@ -222,7 +223,7 @@ def bench_one(
 ) -> Timing:
     """Builds the Detector, warms it up, checks the machine's load, then times `iters` calls
     while watching the load."""
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     name, device = _split_backend(backend)
     detector = Detector(
@@ -349,7 +350,7 @@ def run(
         if weights is not None and data is not None:
             if model not in maps:
                 try:
-                    from fastdet.evaluate import val
+                    from fastdet.tools.evaluate import val
 
                     # Beside the published figures: the protocol they were measured with.
                     found_map = val(

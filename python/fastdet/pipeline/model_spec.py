@@ -12,7 +12,7 @@ from fastdet._checks import check_choice, fail
 from fastdet.coco import CLASS_NAMES
 from fastdet.engines.base import Engine, TensorSpec
 from fastdet.metadata import ModelMetadata
-from fastdet.postprocess import FORMATS
+from fastdet.ops.postprocess import FORMATS
 from fastdet.zoo.info import DAMO_PREPROCESSING, YOLOV7_PREPROCESSING
 
 FAMILIES = ("yolov7", "damo")

@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 
 from fastdet import gpu
-from fastdet.detections import Detections
 from fastdet.engines.base import Bindings, Engine
-from fastdet.model_spec import ModelSpec
-from fastdet.postprocess import CUDA_FORMATS, postprocess
-from fastdet.preprocess import Plan, plan
-from fastdet.profiling import StageTimer
+from fastdet.ops.detections import Detections
+from fastdet.ops.postprocess import CUDA_FORMATS, postprocess
+from fastdet.ops.preprocess import Plan, plan
+from fastdet.pipeline.model_spec import ModelSpec
+from fastdet.pipeline.profiling import StageTimer
 
 MAX_GRAPHS = 8
 MAX_PLANS = 64

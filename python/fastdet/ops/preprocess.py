@@ -17,7 +17,7 @@ from fastdet._checks import (
     check_real,
     fail,
 )
-from fastdet.transform import MODES, Transform, make_transform, minimal_canvas
+from fastdet.ops.transform import MODES, Transform, make_transform, minimal_canvas
 
 _FUNCTION = "preprocess"
 OUTPUT_DTYPES = ("float32", "float16")

@@ -16,13 +16,13 @@ import numpy as np
 from fastdet import settings
 from fastdet._checks import MAX_INPUT_SIDE, check_choice, check_integer, check_real, fail
 from fastdet.cache import cache_dir, record_digest, valid_entry
-from fastdet.detections import Detections
 from fastdet.engines.base import Engine
-from fastdet.model_spec import ModelSpec, infer_spec, spec_from_metadata
-from fastdet.pipeline import Settings
-from fastdet.postprocess import postprocess
-from fastdet.preprocess import preprocess
-from fastdet.profiling import StageStats, StageTimer
+from fastdet.ops.detections import Detections
+from fastdet.ops.postprocess import postprocess
+from fastdet.ops.preprocess import preprocess
+from fastdet.pipeline.gpu_pipeline import Settings
+from fastdet.pipeline.model_spec import ModelSpec, infer_spec, spec_from_metadata
+from fastdet.pipeline.profiling import StageStats, StageTimer
 from fastdet.zoo.info import RandomWeightsWarning, random_weights_message, thresholds
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -138,7 +138,7 @@ def _check_flag(name: str, value: Any) -> bool:
 def _single_image(source: Any) -> bool:
     """One image in (one Detections out): an H x W x 3 array or the path of an image file."""
     from fastdet.gpu import is_gpu_array
-    from fastdet.sources import IMAGE_SUFFIXES
+    from fastdet.pipeline.sources import IMAGE_SUFFIXES
 
     if isinstance(source, np.ndarray) or is_gpu_array(source):
         return len(source.shape) == 3
@@ -160,10 +160,10 @@ class Detector:
     Thresholds default to each family's detect settings and can change per call.
 
     On a GPU (device="cuda" with a TensorRT or torch engine, or a GPU-capable ONNX Runtime) the
-    whole frame runs on the GPU (fastdet.pipeline): images, numpy or GPU arrays (torch, CuPy,
-    anything with ``__cuda_array_interface__`` or ``__dlpack__``, read in place), are letterboxed
-    into the engine's input binding, and decode + NMS read its outputs; only the detections come
-    back.
+    whole frame runs on the GPU (fastdet.pipeline.gpu_pipeline): images, numpy or GPU arrays
+    (torch, CuPy, anything with ``__cuda_array_interface__`` or ``__dlpack__``, read in place),
+    are letterboxed into the engine's input binding, and decode + NMS read its outputs; only the
+    detections come back.
 
     Threads: one Detector may be called from several threads at once. Each thread gets its own
     engine clone (execution context, stream and buffers) sharing the loaded weights; the GIL is
@@ -447,7 +447,7 @@ class Detector:
         found = getattr(self._local, "pipeline", None)
         if found is None:
             from fastdet.cuda import CudaRuntime
-            from fastdet.pipeline import GpuPipeline
+            from fastdet.pipeline.gpu_pipeline import GpuPipeline
 
             found = GpuPipeline(self._thread_engine(), self.spec, CudaRuntime(), self._timer)
             self._local.pipeline = found
@@ -467,10 +467,11 @@ class Detector:
         strict: bool = False,
     ) -> Detections | list[Detections]:
         """Detections for one image (an array or an image path) or a list of them for anything
-        else fastdet.sources reads: a list of arrays or paths (mixed sizes), an (N, H, W, 3)
-        array, a folder, a glob, a video, a list file or a camera index. Images are read and run
-        a batch at a time; results of files keep their path (plot() reads it again), results of
-        arrays keep the array. For long sources prefer stream(): this returns them all.
+        else fastdet.pipeline.sources reads: a list of arrays or paths (mixed sizes), an
+        (N, H, W, 3) array, a folder, a glob, a video, a list file or a camera index. Images are
+        read and run a batch at a time; results of files keep their path (plot() reads it
+        again), results of arrays keep the array. For long sources prefer stream(): this returns
+        them all.
 
         The keyword arguments override the Detector's thresholds for this call only. A JPEG
         that decodes only in part gives a fastdet.CorruptImageWarning naming the file; `strict`
@@ -526,7 +527,7 @@ class Detector:
         keep_frames: bool,
         strict: bool,
     ) -> Iterator[Detections]:
-        from fastdet.sources import batched, open_source, read_ahead
+        from fastdet.pipeline.sources import batched, open_source, read_ahead
 
         strict = _check_flag("strict", strict)
         frames = open_source(source, strict=strict)  # checks the source before anything runs
@@ -577,7 +578,7 @@ class Detector:
                     "engine and a CUDA build of fastdet)",
                     TypeError,
                 )
-            from fastdet.pipeline import check_gpu_images
+            from fastdet.pipeline.gpu_pipeline import check_gpu_images
 
             check_gpu_images(images, "Detector")
         if pipeline is not None:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from fastdet import _core, settings
-from fastdet._arguments import batch_range, gigabytes, positive_int
 from fastdet._optional import EXTRAS, available
-from fastdet.bench import add_bench_command
+from fastdet.tools._arguments import batch_range, gigabytes, positive_int
+from fastdet.tools.bench import add_bench_command
 
 
 def _version(module: str) -> str | None:
@@ -140,7 +140,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
-    from fastdet.evaluate import val
+    from fastdet.tools.evaluate import val
 
     val(
         args.model,
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch")
     validate.add_argument("--device", default="auto", help="auto, cpu or cuda")
     validate.set_defaults(run=_val)
-    from fastdet.detect import add_detect_command
+    from fastdet.tools.detect import add_detect_command
 
     add_detect_command(commands)
     args = parser.parse_args(argv)

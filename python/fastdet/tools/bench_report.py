@@ -25,8 +25,8 @@ import numpy as np
 from fastdet import settings
 
 if TYPE_CHECKING:
-    from fastdet.bench import BenchResult
-    from fastdet.machine_load import LoadSample
+    from fastdet.tools.bench import BenchResult
+    from fastdet.tools.machine_load import LoadSample
 
 #: The seed table's columns, in its order: the table users know.
 SEED_COLUMNS = (
@@ -359,7 +359,7 @@ def stage_lines(results: Sequence[BenchResult]) -> str:
 
 def environment(command: str | None = None) -> dict[str, Any]:
     """Machine, versions and the command, for the saved reports."""
-    from fastdet.machine_load import cpu_count
+    from fastdet.tools.machine_load import cpu_count
 
     versions = {
         "fastdet": settings.__version__,
@@ -592,7 +592,7 @@ def chart_series(results: Sequence[BenchResult]) -> list[Any]:
     the published points (the seed table's T4 TensorRT10; the README's latency, on its own
     hardware, for other rows) and one line per measured device and backend at batch 1 (mAP
     measured, else the published one, and the legend says which)."""
-    from fastdet.bench_chart import Series
+    from fastdet.tools.bench_chart import Series
 
     pubs = sorted(
         (published(m) for m in dict.fromkeys(r.model for r in results)), key=lambda p: p.gflops
@@ -640,7 +640,7 @@ def render_html(
 ) -> str:
     """The self-contained HTML report (inline CSS and SVG, no external files)."""
     try:
-        from fastdet.bench_chart import render_chart
+        from fastdet.tools.bench_chart import render_chart
 
         chart = render_chart(chart_series(results))
     except ImportError as error:
