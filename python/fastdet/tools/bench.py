@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from fastdet.tools._arguments import positive_int
 from fastdet.tools.bench_chart import require_matplotlib
 from fastdet.tools.bench_report import (
     BUSY_MARK,
+    BenchResult,
     build_table,
     format_report,
     format_table,
@@ -78,33 +79,6 @@ CHECKPOINT_PATTERNS = {
     "damo-yolo-nm": "damoyolo_tinynasL18_Nm*.pth",
     "damo-yolo-nl": "damoyolo_tinynasL20_Nl*.pth",
 }
-
-
-@dataclass
-class BenchResult:
-    """One job: a model on one backend at one batch size. `latency` is None when it failed
-    (`error` says why); published figures are not copied here (fastdet.zoo.info has them)."""
-
-    model: str
-    backend: str
-    device: str  # "cpu" or "cuda"
-    precision: str
-    batch: int
-    input_size: int
-    threads: int  # CPU threads (ONNX Runtime intra-op and fastdet's kernels)
-    device_name: str  # "CPU" or the GPU's name ("H200")
-    latency: StageStats | None = None  # end to end, ms per batch
-    stages: dict[str, StageStats] = field(default_factory=dict)
-    images_per_second: float | None = None
-    params_m: float | None = None
-    gflops: float | None = None
-    measured_map: float | None = None
-    random_weights: bool = True
-    error: str | None = None
-    map_error: str | None = None
-    load_before: LoadSample | None = None
-    load_during: LoadSample | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

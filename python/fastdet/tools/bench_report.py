@@ -18,15 +18,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from fastdet import settings
-
-if TYPE_CHECKING:
-    from fastdet.tools.bench import BenchResult
-    from fastdet.tools.machine_load import LoadSample
+from fastdet.pipeline.profiling import StageStats
+from fastdet.tools.bench_chart import Series, render_chart
+from fastdet.tools.machine_load import LoadSample, cpu_count
+from fastdet.zoo.info import SEED_TABLE, info
 
 #: The seed table's columns, in its order: the table users know.
 SEED_COLUMNS = (
@@ -51,6 +51,33 @@ REPO_LATENCY_SOURCE = {
 _ENGINES = {"onnxruntime": "ONNX", "tensorrt": "TensorRT", "torch": "PyTorch"}
 
 
+@dataclass
+class BenchResult:
+    """One job: a model on one backend at one batch size. `latency` is None when it failed
+    (`error` says why); published figures are not copied here (fastdet.zoo.info has them)."""
+
+    model: str
+    backend: str
+    device: str  # "cpu" or "cuda"
+    precision: str
+    batch: int
+    input_size: int
+    threads: int  # CPU threads (ONNX Runtime intra-op and fastdet's kernels)
+    device_name: str  # "CPU" or the GPU's name ("H200")
+    latency: StageStats | None = None  # end to end, ms per batch
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    images_per_second: float | None = None
+    params_m: float | None = None
+    gflops: float | None = None
+    measured_map: float | None = None
+    random_weights: bool = True
+    error: str | None = None
+    map_error: str | None = None
+    load_before: LoadSample | None = None
+    load_during: LoadSample | None = None
+    notes: list[str] = field(default_factory=list)
+
+
 # -- published figures ---------------------------------------------------------------------
 
 
@@ -71,8 +98,6 @@ class Published:
 
 
 def published(model: str) -> Published:
-    from fastdet.zoo.info import SEED_TABLE, info
-
     model_info = info(model)
     seed = SEED_TABLE.get(model)
     return Published(
@@ -272,8 +297,6 @@ def build_table(results: Sequence[BenchResult]) -> Table:
 
 def _source_notes(pubs: Sequence[Published], results: Sequence[BenchResult]) -> list[str]:
     """Where each published figure comes from, and what the measured ones are."""
-    from fastdet.zoo.info import info
-
     notes = []
     seed = [p for p in pubs if p.seed]
     others = [p for p in pubs if not p.seed]
@@ -359,8 +382,6 @@ def stage_lines(results: Sequence[BenchResult]) -> str:
 
 def environment(command: str | None = None) -> dict[str, Any]:
     """Machine, versions and the command, for the saved reports."""
-    from fastdet.tools.machine_load import cpu_count
-
     versions = {
         "fastdet": settings.__version__,
         "numpy": np.__version__,
@@ -592,8 +613,6 @@ def chart_series(results: Sequence[BenchResult]) -> list[Any]:
     the published points (the seed table's T4 TensorRT10; the README's latency, on its own
     hardware, for other rows) and one line per measured device and backend at batch 1 (mAP
     measured, else the published one, and the legend says which)."""
-    from fastdet.tools.bench_chart import Series
-
     pubs = sorted(
         (published(m) for m in dict.fromkeys(r.model for r in results)), key=lambda p: p.gflops
     )
@@ -640,8 +659,6 @@ def render_html(
 ) -> str:
     """The self-contained HTML report (inline CSS and SVG, no external files)."""
     try:
-        from fastdet.tools.bench_chart import render_chart
-
         chart = render_chart(chart_series(results))
     except ImportError as error:
         chart = f'<p class="chart-missing">No chart: {html.escape(str(error))}</p>'

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from fastdet._checks import check_choice, check_integer, fail
-from fastdet._optional import require
+from fastdet._optional import available, require
 from fastdet.pipeline.sources import IMAGE_SUFFIXES
+from fastdet.settings import __version__
 from fastdet.tools.protocols import PROTOCOLS
 
 #: COCOeval.stats in order.
@@ -304,8 +305,6 @@ def _metadata(
     model: Any, root: Path, ann_path: Path, target: Path, metrics: dict[str, Any]
 ) -> dict[str, Any]:
     """What a predictions file was made with: the protocol and its settings, and the scores."""
-    from fastdet import __version__
-
     return {
         "predictions": target.name,
         "protocol": metrics["protocol"],
@@ -323,8 +322,6 @@ def _metadata(
 @contextlib.contextmanager
 def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int], None]]:
     """advance(n) moves a progress bar of `total` images by n (tqdm when installed, else none)."""
-    from fastdet._optional import available
-
     if not show or not available("tqdm"):
         yield lambda _: None
         return
@@ -336,8 +333,6 @@ def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int], None]]:
 
 def _progress(items: Iterable[Any], total: int, show: bool) -> Iterable[Any]:
     """A progress bar over the images when asked for (tqdm when installed, else none)."""
-    from fastdet._optional import available
-
     if not show or not available("tqdm"):
         return items
     from tqdm import tqdm

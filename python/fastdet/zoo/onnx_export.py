@@ -7,11 +7,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fastdet import __version__
 from fastdet._checks import check_integer, fail
 from fastdet.cache import atomic_write, clean_stale_temporaries, temporary_path
 from fastdet.coco import CLASS_NAMES
 from fastdet.metadata import ModelMetadata
+from fastdet.settings import __version__
 from fastdet.zoo.builder import build_module, require
 from fastdet.zoo.info import ModelInfo, info
 
