@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from fake_cuda import FakeGpuEngine, FakeRuntime
 from fastdet.engines.base import Engine, TensorSpec
+from fastdet.families import YOLOV7_PREPROCESSING
 from fastdet.pipeline.detector import Detector
 from fastdet.pipeline.gpu_pipeline import MAX_GRAPHS, GpuPipeline, Settings
 from fastdet.pipeline.model_spec import ModelSpec
 from fastdet.pipeline.profiling import StageTimer
-from fastdet.zoo.info import YOLOV7_PREPROCESSING
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")

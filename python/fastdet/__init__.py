@@ -7,9 +7,10 @@ semantics of both families, bound into a thin Python layer.
 from __future__ import annotations
 
 from fastdet import _core
+from fastdet.families import FORMATS
 from fastdet.ops.detections import Detections
 from fastdet.ops.nms import nms
-from fastdet.ops.postprocess import FORMATS, Postprocessor, postprocess
+from fastdet.ops.postprocess import Postprocessor, postprocess
 from fastdet.ops.preprocess import preprocess
 from fastdet.ops.resize import fit_long_side, resize
 from fastdet.ops.transform import MODES, Transform

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,40 +17,13 @@ from fastdet._checks import (
     float32_array,
     real_array,
 )
+from fastdet.families import FORMATS, OutputFormat
 from fastdet.ops.detections import Detections
 from fastdet.ops.transform import Transform
 
 _FUNCTION = "postprocess"
 # Builds the kernel options from (number of classes, rows per image).
 _Options = Callable[[int | None, int], _core.PostprocessOptions]
-
-
-@dataclass(frozen=True)
-class OutputFormat:
-    """An engine output format and its official postprocessing defaults."""
-
-    name: str
-    output_names: tuple[str, ...]  # the official export's outputs, in order
-    multi_label: bool
-    max_det: int | None  # None: every row the engine returns
-    max_candidates: int | None  # None: no cap
-
-
-# docs/facts.md sections 3 and 4. YOLOv7's defaults are detect.py's (single-label, 300 kept,
-# 30000 candidates); its mAP settings add multi_label=True. DAMO-YOLO is always multi-label,
-# keeps 500 and has no candidate cap.
-FORMATS: dict[str, OutputFormat] = {
-    f.name: f
-    for f in (
-        OutputFormat("yolov7", ("output",), False, 300, 30000),
-        OutputFormat("yolov7-raw", (), False, 300, 30000),
-        OutputFormat("damo", ("scores", "boxes"), True, 500, None),
-        OutputFormat(
-            "end2end", ("num_dets", "det_boxes", "det_scores", "det_classes"), False, None, None
-        ),
-        OutputFormat("max-wh", ("output",), False, None, None),
-    )
-}
 
 
 def _output_list(outputs: Any, fmt: OutputFormat) -> list[Any]:

@@ -17,6 +17,7 @@ from fastdet import settings
 from fastdet._checks import MAX_INPUT_SIDE, check_choice, check_integer, check_real, fail
 from fastdet.cache import cache_dir, record_digest, valid_entry
 from fastdet.engines.base import Engine
+from fastdet.families import EXPORT_FORMATS, FORMATS
 from fastdet.ops.detections import Detections
 from fastdet.ops.postprocess import postprocess
 from fastdet.ops.preprocess import preprocess
@@ -375,7 +376,7 @@ class Detector:
     ) -> tuple[Engine, ModelSpec]:
         from fastdet.zoo import build
         from fastdet.zoo.info import info
-        from fastdet.zoo.onnx_export import OUTPUT_NAMES, metadata_for
+        from fastdet.zoo.onnx_export import metadata_for
 
         model_info = info(name)
         if backend == "torch":
@@ -389,7 +390,7 @@ class Detector:
             engine = TorchEngine(
                 build(name, weights),
                 input_size=size,
-                output_names=OUTPUT_NAMES[model_info.family],
+                output_names=FORMATS[model_info.output_format].output_names,
                 device=self.device,
                 precision=self.precision,
                 batch=batch,
@@ -418,11 +419,10 @@ class Detector:
                 "a zoo name or file; a torch module needs family=, format= and imgsz=",
             )
         size = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-        names = ("output",) if family == "yolov7" else ("scores", "boxes")
         engine = TorchEngine(
             module,
             input_size=size,
-            output_names=names,
+            output_names=FORMATS[EXPORT_FORMATS[family]].output_names,
             device=self.device,
             precision=self.precision,
             batch=batch,
@@ -632,15 +632,15 @@ class Detector:
         t1 = time.perf_counter()
         outputs = engine.infer(buffer)
         t2 = time.perf_counter()
-        if rows != len(chunk) and spec.format != "max-wh":
+        output_format = FORMATS[spec.format]
+        if rows != len(chunk) and output_format.batch_first:
             outputs = [out[: len(chunk)] for out in outputs]
-        table = spec.format in ("end2end", "max-wh")
         detections = postprocess(
             outputs,
             spec.format,
             transforms,
             anchors=spec.anchors,
-            num_classes=len(spec.class_names) if table else None,
+            num_classes=len(spec.class_names) if output_format.engine_nms else None,
             **settings.as_kwargs(),
         )
         t3 = time.perf_counter()

@@ -37,6 +37,7 @@ import numpy as np
 
 from fastdet import gpu
 from fastdet.engines.base import Bindings, Engine
+from fastdet.families import FORMATS
 from fastdet.ops.detections import Detections
 from fastdet.ops.postprocess import CUDA_FORMATS, postprocess
 from fastdet.ops.preprocess import Plan, plan
@@ -310,7 +311,7 @@ class GpuPipeline:
         else:
             assert ticket.host_outputs is not None
             arrays = ticket.host_outputs
-            if self.spec.format != "max-wh":
+            if FORMATS[self.spec.format].batch_first:
                 arrays = [a[: ticket.count] for a in arrays]
             detections = postprocess(
                 [a.copy() for a in arrays],

@@ -38,9 +38,10 @@ from fastdet.engines.tensorrt.calibration import (
     files_sha256,
     make_calibrator,
 )
-from fastdet.engines.tensorrt.engine import INPUT_NAME, TensorRTEngine, _SharedEngine
+from fastdet.engines.tensorrt.engine import TensorRTEngine, _SharedEngine
 from fastdet.engines.tensorrt.onnx_info import OnnxInfo, OnnxInput, read_onnx_info
 from fastdet.engines.tensorrt.sidecar import SIDECAR_FORMAT
+from fastdet.families import INPUT_NAME
 from fastdet.metadata import ModelMetadata
 from fastdet.settings import __version__
 
