@@ -28,6 +28,9 @@ from typing import Any
 import numpy as np
 from fastdet.metadata import ModelMetadata
 
+#: What an engine may compute in; fp32 first, the default on the CPU.
+PRECISIONS = ("fp32", "fp16", "int8")
+
 
 @dataclass(frozen=True)
 class TensorSpec:

@@ -16,7 +16,7 @@ import numpy as np
 from fastdet import settings
 from fastdet._checks import MAX_INPUT_SIDE, check_choice, check_integer, check_real, fail
 from fastdet.cache import cache_dir, record_digest, valid_entry
-from fastdet.engines.base import Engine
+from fastdet.engines.base import PRECISIONS, Engine
 from fastdet.families import EXPORT_FORMATS, FORMATS
 from fastdet.ops.detections import Detections
 from fastdet.ops.postprocess import postprocess
@@ -30,7 +30,6 @@ DEVICES = ("auto", "cpu", "cuda")
 #: Images per batch for engines without a batch of their own (dynamic-batch ONNX, torch)
 DEFAULT_BATCH = 8
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _resolve_device(device: str, backend: str) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fastdet import settings
+from fastdet.engines.base import PRECISIONS as ENGINE_PRECISIONS
 from fastdet.pipeline.profiling import StageStats, StageTimer
 from fastdet.tools import machine_load
 from fastdet.tools._arguments import positive_int
@@ -60,7 +61,8 @@ __all__ = [
 #: The seed table's six models ("YOLOv7l" is yolov7).
 DEFAULT_MODELS = ("yolov7", "yolov7x", "damo-yolo-t", "damo-yolo-s", "damo-yolo-m", "damo-yolo-l")
 BACKENDS = ("onnxruntime", "onnxruntime-cuda", "tensorrt", "torch", "torch-cuda")
-PRECISIONS = ("fp32", "fp16")  # the bench has no calibration images for int8
+# The bench has no calibration images for int8.
+PRECISIONS = tuple(p for p in ENGINE_PRECISIONS if p != "int8")
 # Official checkpoint file names, to find them in --weights DIR.
 CHECKPOINT_PATTERNS = {
     "yolov7-tiny": "yolov7-tiny.pt",

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from fastdet._checks import check_integer, fail
 from fastdet.cache import atomic_write, cache_dir
+from fastdet.engines.base import PRECISIONS
 from fastdet.engines.tensorrt.api import TensorRTError, get_logger, require_tensorrt
 from fastdet.engines.tensorrt.cache import (
     BuildFacts,
@@ -45,7 +46,6 @@ from fastdet.families import INPUT_NAME
 from fastdet.metadata import ModelMetadata
 from fastdet.settings import __version__
 
-PRECISIONS = ("fp32", "fp16", "int8")
 #: The batch range of an engine built from a dynamic-batch ONNX when none is given.
 DEFAULT_DYNAMIC_BATCH = (1, 1, 16)
 # ONNX TensorProto element types of network inputs fastdet exports (float32, float16).
@@ -509,4 +509,4 @@ def load_or_build(
     return TensorRTEngine._from_shared(shared, runtime)
 
 
-__all__ = ["DEFAULT_DYNAMIC_BATCH", "PRECISIONS", "build_engine", "load_or_build"]
+__all__ = ["DEFAULT_DYNAMIC_BATCH", "build_engine", "load_or_build"]
