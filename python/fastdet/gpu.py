@@ -37,14 +37,6 @@ _DLPACK_CUDA_MANAGED = 13
 DeviceArray: Any = getattr(_core, "DeviceArray", None)
 
 
-def cuda_available() -> bool:
-    """True when fastdet was built with CUDA and a GPU is visible. Never raises."""
-    try:
-        return bool(_core.WITH_CUDA) and _core.cuda_device_count() > 0
-    except Exception:
-        return False
-
-
 def require_cuda(function: str) -> None:
     """Raises a RuntimeError naming `function` unless the CUDA ops can run here."""
     if not _core.WITH_CUDA:
@@ -379,7 +371,6 @@ __all__ = [
     "CudaCall",
     "DeviceArray",
     "GpuArray",
-    "cuda_available",
     "is_gpu_array",
     "parse_device",
     "require_cuda",

@@ -89,8 +89,9 @@ def _tensorrt_importable() -> bool:
     return True
 
 
-def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool) -> Path:
-    """The zoo variant exported once to ONNX under the cache folder, keyed by what shapes it."""
+def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None) -> Path:
+    """The zoo variant exported once to fp32 ONNX under the cache folder, keyed by what shapes
+    it."""
     from fastdet.zoo import export
 
     tag = "random"
@@ -98,9 +99,7 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool
         tag = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
     size = "default" if imgsz is None else str(imgsz)
     batch_tag = "dyn" if batch is None else f"b{batch}"
-    path = (
-        cache_dir() / "onnx" / f"{name}-{tag}-{size}-{batch_tag}-{'fp16' if half else 'fp32'}.onnx"
-    )
+    path = cache_dir() / "onnx" / f"{name}-{tag}-{size}-{batch_tag}-fp32.onnx"
     if not valid_entry(path):
         export(
             name,
@@ -109,7 +108,6 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool
             imgsz=imgsz,
             batch=batch or 1,
             dynamic_batch=batch is None,
-            half=half,
         )
         record_digest(path)
     return path
@@ -338,8 +336,7 @@ class Detector:
                 if use_trt:
                     from fastdet.engines.tensorrt import load_or_build
 
-                    precision = "fp16" if self.precision == "fp16" else self.precision
-                    engine = load_or_build(path, precision=precision, batch=batch or 1)
+                    engine = load_or_build(path, precision=self.precision, batch=batch or 1)
                 elif backend in ("auto", "onnxruntime"):
                     from fastdet.engines.onnxruntime import OnnxRuntimeEngine
 
@@ -396,7 +393,7 @@ class Detector:
                 metadata=metadata,
             )
             return engine, spec_from_metadata(metadata)
-        onnx_path = _zoo_onnx(name, weights, imgsz, batch, half=False)
+        onnx_path = _zoo_onnx(name, weights, imgsz, batch)
         return self._load(onnx_path, backend, batch, threads, None, None, None, None, None)
 
     def _load_module(

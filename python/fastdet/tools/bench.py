@@ -36,7 +36,6 @@ from fastdet.tools.bench_report import (
     load_warnings,
     save_reports,
     stage_lines,
-    table_rows,
 )
 from fastdet.tools.machine_load import LoadSample
 from fastdet.zoo.info import RandomWeightsWarning
@@ -55,7 +54,6 @@ __all__ = [
     "run",
     "save_reports",
     "stage_lines",
-    "table_rows",
 ]
 
 #: The seed table's six models ("YOLOv7l" is yolov7).

@@ -38,6 +38,7 @@ SEED_COLUMNS = (
     "params (M)",
     "FLOPs (B)",
 )
+MODEL, SIZE, MAP, CPU_ONNX, T4_TRT10, PARAMS, FLOPS = SEED_COLUMNS
 #: A p99 from fewer timed runs than this is an estimate and is marked.
 P99_MIN_RUNS = 100
 P99_MARK = "*"
@@ -171,7 +172,7 @@ def hardware(r: BenchResult) -> tuple[str, str]:
 def _latency_columns(r: BenchResult) -> tuple[Column, Column]:
     what, threads = hardware(r)
     batch = "" if r.batch == 1 else f"b{r.batch}"
-    group = "Speed CPU ONNX (ms)" if what == "CPU ONNX" else f"Speed {what} (ms)"
+    group = CPU_ONNX if what == "CPU ONNX" else f"Speed {what} (ms)"
     columns = []
     for stat in ("p50", "p99"):
         detail = " ".join(part for part in (threads, batch, stat) if part)
@@ -211,22 +212,25 @@ def build_table(results: Sequence[BenchResult]) -> Table:
     for r in results:  # one pair of columns per device, backend, precision and batch
         pair = _latency_columns(r)
         (cpu if r.device == "cpu" else gpu).setdefault(pair[0].name, pair)
-    cpu_onnx = [c for pair in cpu.values() if pair[0].group == "Speed CPU ONNX (ms)" for c in pair]
-    cpu_other = [c for pair in cpu.values() if pair[0].group != "Speed CPU ONNX (ms)" for c in pair]
+    cpu_onnx = [c for pair in cpu.values() if pair[0].group == CPU_ONNX for c in pair]
+    cpu_other = [c for pair in cpu.values() if pair[0].group != CPU_ONNX for c in pair]
+    measured_map, measured_params, measured_flops = (
+        _measured_column(name) for name in (MAP, PARAMS, FLOPS)
+    )
     columns = [
-        _plain("Model"),
-        _plain("size (pixels)"),
-        _published_column("mAP val 50-95"),
-        _measured_column("mAP val 50-95"),
-        _published_column("Speed CPU ONNX (ms)"),
+        _plain(MODEL),
+        _plain(SIZE),
+        _published_column(MAP),
+        measured_map,
+        _published_column(CPU_ONNX),
         *cpu_onnx,
         *cpu_other,
-        _published_column("Speed T4 TensorRT10 (ms)"),
+        _published_column(T4_TRT10),
         *(c for pair in gpu.values() for c in pair),
-        _published_column("params (M)"),
-        _measured_column("params (M)"),
-        _published_column("FLOPs (B)"),
-        _measured_column("FLOPs (B)"),
+        _published_column(PARAMS),
+        measured_params,
+        _published_column(FLOPS),
+        measured_flops,
     ]
     rows: dict[str, dict[str, str]] = {}
     for m in models:
@@ -234,12 +238,12 @@ def build_table(results: Sequence[BenchResult]) -> Table:
         row = dict.fromkeys((c.name for c in columns), "-")
         row.update(
             {
-                "Model": pub.label,
-                "size (pixels)": str(pub.size),
-                "mAP val 50-95": _published_fmt(pub.map),
-                "Speed T4 TensorRT10 (ms)": _published_fmt(pub.t4_trt10_ms),
-                "params (M)": _published_fmt(pub.params_m),
-                "FLOPs (B)": _published_fmt(pub.gflops),
+                MODEL: pub.label,
+                SIZE: str(pub.size),
+                MAP: _published_fmt(pub.map),
+                T4_TRT10: _published_fmt(pub.t4_trt10_ms),
+                PARAMS: _published_fmt(pub.params_m),
+                FLOPS: _published_fmt(pub.gflops),
             }
         )
         rows[m] = row
@@ -265,13 +269,13 @@ def build_table(results: Sequence[BenchResult]) -> Table:
                 busy.append(f"{job_name(r)}: {'; '.join(reasons)}")
         if r.map_error is not None:
             errors.append(f"{r.model} mAP failed: {r.map_error}")
-            row["measured mAP val 50-95"] = f"error [{len(errors)}]"
+            row[measured_map.name] = f"error [{len(errors)}]"
         elif r.measured_map is not None:
-            row["measured mAP val 50-95"] = _fmt(r.measured_map)
-        if r.params_m is not None and row["measured params (M)"] == "-":
-            row["measured params (M)"] = f"{r.params_m:.2f}"
-        if r.gflops is not None and row["measured FLOPs (B)"] == "-":
-            row["measured FLOPs (B)"] = f"{r.gflops:.1f}"
+            row[measured_map.name] = _fmt(r.measured_map)
+        if r.params_m is not None and row[measured_params.name] == "-":
+            row[measured_params.name] = f"{r.params_m:.2f}"
+        if r.gflops is not None and row[measured_flops.name] == "-":
+            row[measured_flops.name] = f"{r.gflops:.1f}"
         if r.input_size != pubs[r.model].size:
             notes.append(
                 f"{r.model}: measured at {r.input_size} pixels (--imgsz), published at "
@@ -335,11 +339,6 @@ def _source_notes(pubs: Sequence[Published], results: Sequence[BenchResult]) -> 
             "at the input size); mAP '-' without official weights (--weights DIR --data COCO)."
         )
     return notes
-
-
-def table_rows(results: Sequence[BenchResult]) -> list[dict[str, str]]:
-    """The comparison table's rows (column name -> cell), in column order."""
-    return build_table(results).rows
 
 
 def format_table(rows: Sequence[dict[str, str]]) -> str:
@@ -543,7 +542,7 @@ def _cell_class(column: Column, text: str) -> str:
         kind += " error"
     elif text.endswith(BUSY_MARK):
         kind += " busy"
-    if column.name == "Model":
+    if column.name == MODEL:
         kind += " model"
     return kind
 
