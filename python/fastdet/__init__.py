@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastdet import _core
 from fastdet.families import FORMATS
+from fastdet.image_files import CorruptImageWarning
 from fastdet.ops.detections import Detections
 from fastdet.ops.nms import nms
 from fastdet.ops.postprocess import Postprocessor, postprocess
@@ -15,7 +16,6 @@ from fastdet.ops.preprocess import preprocess
 from fastdet.ops.resize import fit_long_side, resize
 from fastdet.ops.transform import MODES, Transform
 from fastdet.pipeline.detector import Detector
-from fastdet.pipeline.sources import CorruptImageWarning
 from fastdet.settings import (
     WITH_CUDA,
     __version__,

@@ -18,6 +18,7 @@ from fastdet._checks import MAX_INPUT_SIDE, check_choice, check_integer, check_r
 from fastdet.cache import cache_dir, record_digest, valid_entry
 from fastdet.engines.base import PRECISIONS, Engine
 from fastdet.families import EXPORT_FORMATS, FORMATS
+from fastdet.image_files import IMAGE_SUFFIXES
 from fastdet.ops.detections import Detections
 from fastdet.ops.postprocess import postprocess
 from fastdet.ops.preprocess import preprocess
@@ -136,7 +137,6 @@ def _check_flag(name: str, value: Any) -> bool:
 def _single_image(source: Any) -> bool:
     """One image in (one Detections out): an H x W x 3 array or the path of an image file."""
     from fastdet.gpu import is_gpu_array
-    from fastdet.pipeline.sources import IMAGE_SUFFIXES
 
     if isinstance(source, np.ndarray) or is_gpu_array(source):
         return len(source.shape) == 3

@@ -16,6 +16,7 @@ import numpy as np
 from fastdet import _core, settings
 from fastdet._optional import EXTRAS, available
 from fastdet.engines.base import PRECISIONS
+from fastdet.image_files import IMAGE_SUFFIXES
 from fastdet.tools._arguments import batch_range, gigabytes, positive_int
 from fastdet.tools.bench import add_bench_command
 
@@ -208,7 +209,9 @@ def add_build_command(subparsers: Any) -> argparse.ArgumentParser:
             f"--{name}", dest="precision", action="store_const", const=name, help=flags[name]
         )
     build.set_defaults(precision=PRECISIONS[0])
-    build.add_argument("--calib", metavar="DIR", help="calibration images (.jpg/.png/.bmp)")
+    build.add_argument(
+        "--calib", metavar="DIR", help="calibration images (" + "/".join(IMAGE_SUFFIXES) + ")"
+    )
     batch = build.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=positive_int, metavar="N", help="static batch size")
     batch.add_argument(

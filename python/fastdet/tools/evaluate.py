@@ -13,7 +13,7 @@ from typing import Any
 
 from fastdet._checks import check_choice, check_integer, fail
 from fastdet._optional import available, require
-from fastdet.pipeline.sources import IMAGE_SUFFIXES
+from fastdet.image_files import IMAGE_SUFFIXES
 from fastdet.settings import __version__
 from fastdet.tools.protocols import PROTOCOLS
 
@@ -107,7 +107,8 @@ def coco_eval(
 
 
 def image_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The image files of a folder (COCO layout: DIR/val2017/*.jpg or DIR/*.jpg), sorted."""
+    """The image files of a folder (COCO layout: DIR/val2017/*.jpg or DIR/*.jpg; any of
+    IMAGE_SUFFIXES), sorted."""
     root = Path(folder)
     if not root.is_dir():
         fail("val", "data", str(root), "a folder of images (or a COCO folder with val2017/)")

@@ -36,13 +36,13 @@ import numpy as np
 from fastdet._checks import fail
 from fastdet._optional import require
 from fastdet.families import FORMATS
+from fastdet.image_files import read_image
 from fastdet.ops.detections import Detections
 from fastdet.ops.postprocess import postprocess
 from fastdet.ops.preprocess import preprocess
 from fastdet.ops.resize import fit_long_side
 from fastdet.ops.transform import Transform
 from fastdet.pipeline.profiling import StageStats, StageTimer
-from fastdet.pipeline.sources import read_image
 
 PROTOCOLS = ("engine", "official")
 #: Images per batch of the official protocol (test.py --batch-size; with YOLOv7 it decides the

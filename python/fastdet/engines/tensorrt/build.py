@@ -465,7 +465,7 @@ def build_engine(
             `calib_dir`; on TensorRT 11, "fp16" needs an fp16 ONNX export).
         batch: a static batch N, or a dynamic (min, opt, max) range; default: the ONNX's static
             batch, or DEFAULT_DYNAMIC_BATCH for a dynamic-batch ONNX.
-        calib_dir: INT8 only: a folder of calibration images (.jpg/.png/.bmp).
+        calib_dir: INT8 only: a folder of calibration images (fastdet.image_files.IMAGE_SUFFIXES).
         workspace_gb: TensorRT's workspace memory pool limit, in GiB (default: TensorRT's).
         timing_cache: the timing cache file (default: one per GPU and TensorRT version in the
             cache folder; False: none).

@@ -14,9 +14,9 @@ import numpy as np
 from fastdet._checks import fail
 from fastdet._optional import require
 from fastdet.cache import atomic_write
+from fastdet.image_files import IMAGE_SUFFIXES
 from fastdet.metadata import ModelMetadata
 from fastdet.ops.preprocess import preprocess
-from fastdet.pipeline.sources import IMAGE_SUFFIXES
 
 #: Calibration batch for dynamic engines (static ones calibrate at their batch).
 CALIBRATION_BATCH = 8
