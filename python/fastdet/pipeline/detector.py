@@ -9,7 +9,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,14 +18,16 @@ from fastdet._checks import MAX_INPUT_SIDE, check_choice, check_integer, check_r
 from fastdet.cache import cache_dir, record_digest, valid_entry
 from fastdet.engines.base import PRECISIONS, Engine
 from fastdet.families import EXPORT_FORMATS, FORMATS
+from fastdet.gpu import is_gpu_array
 from fastdet.image_files import IMAGE_SUFFIXES
 from fastdet.ops.detections import Detections
 from fastdet.ops.postprocess import postprocess
 from fastdet.ops.preprocess import preprocess
-from fastdet.pipeline.gpu_pipeline import Settings
+from fastdet.pipeline.gpu_pipeline import GpuPipeline, Settings, check_gpu_images
 from fastdet.pipeline.model_spec import ModelSpec, infer_spec, spec_from_metadata
 from fastdet.pipeline.profiling import StageStats, StageTimer
-from fastdet.zoo.info import RandomWeightsWarning, random_weights_message, thresholds
+from fastdet.pipeline.sources import batched, open_source, read_ahead
+from fastdet.zoo.info import MODELS, RandomWeightsWarning, info, random_weights_message, thresholds
 
 DEVICES = ("auto", "cpu", "cuda")
 #: Images per batch for engines without a batch of their own (dynamic-batch ONNX, torch)
@@ -117,6 +119,16 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None) -> Path:
 MAX_DET = 2**31 - 1
 
 
+class _Overrides(NamedTuple):
+    """A call's thresholds (None: the Detector's own)."""
+
+    conf: float | None
+    iou: float | None
+    max_det: int | None
+    classes: Any
+    multi_label: bool | None
+
+
 def _check_imgsz(imgsz: Any) -> tuple[int, int]:
     """An int or (height, width) of ints in [32, MAX_INPUT_SIDE], multiples of 32."""
     sides = (imgsz, imgsz) if isinstance(imgsz, (int, np.integer)) else imgsz
@@ -136,8 +148,6 @@ def _check_flag(name: str, value: Any) -> bool:
 
 def _single_image(source: Any) -> bool:
     """One image in (one Detections out): an H x W x 3 array or the path of an image file."""
-    from fastdet.gpu import is_gpu_array
-
     if isinstance(source, np.ndarray) or is_gpu_array(source):
         return len(source.shape) == 3
     if isinstance(source, (str, os.PathLike)):
@@ -316,8 +326,6 @@ class Detector:
         imgsz: Any,
         anchors: Any,
     ) -> tuple[Engine, ModelSpec]:
-        from fastdet.zoo.info import MODELS
-
         if isinstance(model, (str, os.PathLike)) and str(model) in MODELS:
             return self._load_zoo(str(model), backend, batch, threads, weights, imgsz)
         if isinstance(model, (str, os.PathLike)):
@@ -371,7 +379,6 @@ class Detector:
         imgsz: Any,
     ) -> tuple[Engine, ModelSpec]:
         from fastdet.zoo import build
-        from fastdet.zoo.info import info
         from fastdet.zoo.onnx_export import metadata_for
 
         model_info = info(name)
@@ -443,7 +450,6 @@ class Detector:
         found = getattr(self._local, "pipeline", None)
         if found is None:
             from fastdet.cuda import CudaRuntime
-            from fastdet.pipeline.gpu_pipeline import GpuPipeline
 
             found = GpuPipeline(self._thread_engine(), self.spec, CudaRuntime(), self._timer)
             self._local.pipeline = found
@@ -473,13 +479,7 @@ class Detector:
         that decodes only in part gives a fastdet.CorruptImageWarning naming the file; `strict`
         refuses it with a ValueError instead.
         """
-        overrides = {
-            "conf": conf,
-            "iou": iou,
-            "max_det": max_det,
-            "classes": classes,
-            "multi_label": multi_label,
-        }
+        overrides = _Overrides(conf, iou, max_det, classes, multi_label)
         single = _single_image(source)
         results = list(
             self._stream(source, overrides, batch=None, keep_frames=False, strict=strict)
@@ -505,26 +505,18 @@ class Detector:
         timestamp. `strict` as for calling the Detector."""
         if batch is not None:
             batch = check_integer("Detector.stream", "batch", batch, 1, 4096)
-        overrides = {
-            "conf": conf,
-            "iou": iou,
-            "max_det": max_det,
-            "classes": classes,
-            "multi_label": multi_label,
-        }
+        overrides = _Overrides(conf, iou, max_det, classes, multi_label)
         return self._stream(source, overrides, batch=batch, keep_frames=True, strict=strict)
 
     def _stream(
         self,
         source: Any,
-        overrides: dict[str, Any],
+        overrides: _Overrides,
         *,
         batch: int | None,
         keep_frames: bool,
         strict: bool,
     ) -> Iterator[Detections]:
-        from fastdet.pipeline.sources import batched, open_source, read_ahead
-
         strict = _check_flag("strict", strict)
         frames = open_source(source, strict=strict)  # checks the source before anything runs
         settings = self._settings(overrides)
@@ -552,8 +544,6 @@ class Detector:
 
     def _detect(self, images: list[Any], settings: Settings, pipeline: Any) -> list[Detections]:
         """Detections for images in memory (numpy, or GPU arrays on a GPU pipeline)."""
-        from fastdet.gpu import is_gpu_array
-
         gpu_flags = [is_gpu_array(image) for image in images]
         if any(gpu_flags):
             if not all(gpu_flags):
@@ -574,8 +564,6 @@ class Detector:
                     "engine and a CUDA build of fastdet)",
                     TypeError,
                 )
-            from fastdet.pipeline.gpu_pipeline import check_gpu_images
-
             check_gpu_images(images, "Detector")
         if pipeline is not None:
             results = pipeline.run(images, settings)
@@ -589,25 +577,19 @@ class Detector:
             detections.orig_shape = (int(image.shape[0]), int(image.shape[1]))
         return results
 
-    def _settings(self, overrides: dict[str, Any]) -> Settings:
-        own = {
-            "conf": self.conf,
-            "iou": self.iou,
-            "max_det": self.max_det,
-            "classes": self.classes,
-            "multi_label": self.multi_label,
-        }
+    def _settings(self, overrides: _Overrides) -> Settings:
+        """A call's thresholds: the Detector's, with the call's overrides checked."""
+        own = _Overrides(self.conf, self.iou, self.max_det, self.classes, self.multi_label)
         chosen: dict[str, Any] = {
-            k: own[k] if overrides.get(k) is None else overrides[k] for k in own
+            name: mine if given is None else given
+            for (name, mine), given in zip(own._asdict().items(), overrides, strict=True)
         }
-        if overrides.get("multi_label") is not None:
-            chosen["multi_label"] = _check_flag("multi_label", overrides["multi_label"])
-        if overrides.get("max_det") is not None:
-            chosen["max_det"] = check_integer(
-                "Detector", "max_det", overrides["max_det"], 0, MAX_DET
-            )
-        if overrides.get("classes") is not None:
-            chosen["classes"] = self._class_ids(overrides["classes"], "classes")
+        if overrides.multi_label is not None:
+            chosen["multi_label"] = _check_flag("multi_label", overrides.multi_label)
+        if overrides.max_det is not None:
+            chosen["max_det"] = check_integer("Detector", "max_det", overrides.max_det, 0, MAX_DET)
+        if overrides.classes is not None:
+            chosen["classes"] = self._class_ids(overrides.classes, "classes")
         return Settings(agnostic=self.agnostic, **chosen)
 
     def _run_batch(
