@@ -27,7 +27,7 @@ def tests(session: nox.Session) -> None:
     """Build fastdet (CUDA kernels when nvcc is found) and run the test suite, the Ray tests
     included."""
     _install_fastdet(session, "test,ray", os.environ.get("FASTDET_CUDA", "AUTO"))
-    session.run("python", "-m", "fastdet.cli", "info")
+    session.run("python", "-m", "fastdet.tools.cli", "info")
     session.run("pytest", *session.posargs)
 
 

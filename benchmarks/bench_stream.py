@@ -35,10 +35,10 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
 from fastdet import Detector
-from fastdet.host_pipeline import HostPipeline
-from fastdet.pipeline import Settings
-from fastdet.profiling import StageTimer
-from fastdet.sources import open_source
+from fastdet.pipeline.gpu_pipeline import Settings
+from fastdet.pipeline.host_pipeline import HostPipeline
+from fastdet.pipeline.profiling import StageTimer
+from fastdet.pipeline.sources import open_source
 from fastdet.zoo import export
 
 PHOTOS = 32

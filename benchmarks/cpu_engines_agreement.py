@@ -36,8 +36,8 @@ def _versions() -> dict[str, str]:
 
 def measure(models: list[str], limit: int | None) -> dict[str, Any]:
     import cv2
-    from fastdet.agreement import compare
     from fastdet.engines.openvino.probe import cpu_facts
+    from fastdet.tools.agreement import compare
 
     photos = cpu_engines.coco_photos()[cpu_engines.CALIBRATION_PHOTOS :][:limit]
     images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in photos]

@@ -193,7 +193,7 @@ def main() -> None:
     import ray
     import ray.data
     from fastdet import RandomWeightsWarning
-    from fastdet.machine_load import check_load
+    from fastdet.tools.machine_load import check_load
     from fastdet.zoo import export
 
     before = check_load(2.0, judge_loadavg=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastdet.agreement import Agreement, compare, detection_agreement, output_difference
+from fastdet.tools.agreement import Agreement, compare, detection_agreement, output_difference
 
 pytest.importorskip("pycocotools", reason="the agreement measure needs pycocotools")
 

@@ -9,9 +9,10 @@ import json
 import sys
 
 import pytest
-from fastdet import bench, bench_report, machine_load, settings
-from fastdet.machine_load import LoadSample
-from fastdet.profiling import StageStats
+from fastdet import settings
+from fastdet.pipeline.profiling import StageStats
+from fastdet.tools import bench, bench_report, machine_load
+from fastdet.tools.machine_load import LoadSample
 
 QUIET = LoadSample(cpus=2, seconds=0.3, others_share=0.0, loadavg_1m=0.1)
 BUSY = LoadSample(2, 0.3, 0.6, 3.5, ("other processes used 60% of 2 CPUs",))
@@ -310,7 +311,7 @@ def test_check_load_reads_this_machine():
 
 
 class FakeDetector:
-    """Stands in for fastdet.detector.Detector: instant calls, a profile with one stage."""
+    """Stands in for fastdet.pipeline.detector.Detector: instant calls, a profile with one stage."""
 
     def __init__(self, model: str, **kwargs: object) -> None:
         self.model = model
@@ -323,7 +324,7 @@ class FakeDetector:
 
 
 def test_busy_machine_is_flagged_in_the_output_and_the_report(monkeypatch, capsys, tmp_path):
-    import fastdet.detector
+    import fastdet.pipeline.detector
 
     class BusyWatch:
         sample = BUSY
@@ -334,7 +335,7 @@ def test_busy_machine_is_flagged_in_the_output_and_the_report(monkeypatch, capsy
         def __exit__(self, *exc: object) -> None:
             pass
 
-    monkeypatch.setattr(fastdet.detector, "Detector", FakeDetector)
+    monkeypatch.setattr(fastdet.pipeline.detector, "Detector", FakeDetector)
     monkeypatch.setattr(bench, "count_structure", lambda model, size: (8.48, 18.0))
     monkeypatch.setattr(machine_load, "check_load", lambda *a, **k: QUIET)
     monkeypatch.setattr(machine_load, "watch_load", BusyWatch)
@@ -401,7 +402,7 @@ def test_chart_series_distinguish_published_and_measured():
 
 def test_text_reports_are_written_without_matplotlib(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    from fastdet.bench_chart import require_matplotlib
+    from fastdet.tools.bench_chart import require_matplotlib
 
     with pytest.raises(ImportError, match=r"pip install 'fastdet\[.*all\]"):
         require_matplotlib()

@@ -21,7 +21,7 @@ from fastdet.zoo.info import RandomWeightsWarning
 
 def test_bench_command_writes_every_report(tmp_path, monkeypatch, capsys):
     """`fastdet bench` end to end through the parser cli.py registers (add_bench_command)."""
-    from fastdet import bench, machine_load
+    from fastdet.tools import bench, machine_load
 
     monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
     parser = argparse.ArgumentParser(prog="fastdet")

@@ -68,7 +68,7 @@ def test_a_truncated_cached_export_is_made_again(tmp_path: Path, monkeypatch) ->
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     import numpy as np
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
     image = np.zeros((48, 64, 3), np.uint8)

@@ -10,7 +10,7 @@ import threading
 import fastdet
 import numpy as np
 import pytest
-from fastdet.detector import Detector
+from fastdet.pipeline.detector import Detector
 
 torch = pytest.importorskip("torch")
 pytestmark = [

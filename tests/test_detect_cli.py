@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fastdet.cli import main
+from fastdet.tools.cli import main
 from test_sources import make_video
 
 cv2 = pytest.importorskip("cv2")
@@ -108,12 +108,12 @@ def test_outputs_and_arguments_are_checked_first(
     model, photos, tmp_path, monkeypatch, capsys, argv, message
 ) -> None:
     (tmp_path / "file.txt").write_text("")
-    import fastdet.detector
+    import fastdet.pipeline.detector
 
     def never(*_, **__):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(fastdet.detector, "Detector", never)
+    monkeypatch.setattr(fastdet.pipeline.detector, "Detector", never)
     argv = [a.format(tmp=tmp_path) for a in argv]
     with pytest.raises(SystemExit) as caught:
         main(["detect", str(photos), "--model", model, *argv])
@@ -134,9 +134,9 @@ def test_bad_source_model_and_classes(model, photos, tmp_path, capsys) -> None:
 
 
 def test_ctrl_c_keeps_what_was_written(model, photos, tmp_path, monkeypatch, capsys) -> None:
-    import fastdet.detector
+    import fastdet.pipeline.detector
 
-    real = fastdet.detector.Detector.stream
+    real = fastdet.pipeline.detector.Detector.stream
 
     def interrupted(self, *args, **kwargs):
         for n, detections in enumerate(real(self, *args, **kwargs)):
@@ -144,7 +144,7 @@ def test_ctrl_c_keeps_what_was_written(model, photos, tmp_path, monkeypatch, cap
                 raise KeyboardInterrupt
             yield detections
 
-    monkeypatch.setattr(fastdet.detector.Detector, "stream", interrupted)
+    monkeypatch.setattr(fastdet.pipeline.detector.Detector, "stream", interrupted)
     code = main(["detect", str(photos), "--model", model, "--save", str(tmp_path / "out"),
                  "--save-json", str(tmp_path / "d.json")])  # fmt: skip
     assert code == 130
@@ -169,7 +169,7 @@ def test_python_m_fastdet_and_info(tmp_path, monkeypatch) -> None:
     assert f"cache: {tmp_path / 'cache'} (3.0 MiB in 1 files)" in done.stdout
 
 
-@pytest.mark.filterwarnings("default::fastdet.sources.CorruptImageWarning")  # as for a user
+@pytest.mark.filterwarnings("default::fastdet.CorruptImageWarning")  # as for a user
 def test_damaged_jpegs_are_named_and_strict_stops(model, tmp_path, capsys) -> None:
     from test_sources import _damaged_jpegs
 

@@ -11,7 +11,7 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
-from fastdet.detections import Detection, Detections
+from fastdet.ops.detections import Detection, Detections
 
 NAMES = ("person", "bicycle", "car", "motorcycle")
 BACKGROUND = (40, 90, 140)  # BGR; no class colour used below, and neither black nor white

@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 import fastdet  # noqa: E402
-from fastdet.detector import Detector  # noqa: E402
+from fastdet.pipeline.detector import Detector  # noqa: E402
 from fastdet.zoo import export, info  # noqa: E402
 
 # The smallest variant of each family keeps the CPU time low.

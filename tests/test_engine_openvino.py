@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from conftest import coco_image_paths
 from fastdet import Detector
-from fastdet.agreement import compare
 from fastdet.engines.openvino import OpenVinoCrashError, decode_head, engine, probe
 from fastdet.engines.openvino import quantize as quantize_module
+from fastdet.tools.agreement import compare
 
 ov = pytest.importorskip("openvino", reason="needs openvino: pip install 'fastdet[openvino]'")
 pytest.importorskip("onnxruntime", reason="the reference engine needs onnxruntime")

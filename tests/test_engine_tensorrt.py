@@ -395,9 +395,9 @@ def test_device_face_binds_views_of_one_set_of_buffers(fakes: Fakes, models: dic
 
 
 def test_pipeline_on_a_tensorrt_engine_gives_the_host_detections(fakes: Fakes, models, rng):
-    from fastdet.model_spec import spec_from_metadata
-    from fastdet.pipeline import GpuPipeline, Settings
-    from fastdet.profiling import StageTimer
+    from fastdet.pipeline.gpu_pipeline import GpuPipeline, Settings
+    from fastdet.pipeline.model_spec import spec_from_metadata
+    from fastdet.pipeline.profiling import StageTimer
 
     engine = load_or_build(models["dynamic"], batch=(1, 2, 4))
     spec = spec_from_metadata(engine.metadata)
@@ -833,7 +833,7 @@ def test_tensorrt_11_is_strongly_typed(fakes: Fakes, models, calib_images, tmp_p
 
 
 def _cli() -> argparse.ArgumentParser:
-    from fastdet.cli import add_build_command
+    from fastdet.tools.cli import add_build_command
 
     parser = argparse.ArgumentParser(prog="fastdet")
     add_build_command(parser.add_subparsers(dest="command", required=True))
@@ -942,7 +942,7 @@ def test_real_engine_matches_onnxruntime(
 def test_real_detector_pipeline_equals_the_engine_run_by_hand(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: dict, rng
 ) -> None:
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
     detector = Detector(str(models["static2"]), backend="tensorrt", device="cuda", conf=0.1)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pycocotools")
-from fastdet.evaluate import STAT_NAMES, coco_eval
+from fastdet.tools.evaluate import STAT_NAMES, coco_eval
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -104,13 +104,13 @@ def test_unknown_image_ids_are_refused(annotation_file):
 
 
 def test_val_checks_everything_before_the_model_runs(annotation_file, tmp_path, monkeypatch):
-    import fastdet.detector
-    from fastdet.evaluate import val
+    import fastdet.pipeline.detector
+    from fastdet.tools.evaluate import val
 
     def never(*_, **__):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(fastdet.detector, "Detector", never)
+    monkeypatch.setattr(fastdet.pipeline.detector, "Detector", never)
     data = annotation_file.parents[1]
     with pytest.raises(ValueError, match=r"val: limit must be an integer >= 1, got 0"):
         val("yolov7-tiny", data, limit=0)
@@ -131,7 +131,7 @@ def test_val_checks_everything_before_the_model_runs(annotation_file, tmp_path, 
 def test_val_cli_prints_the_coco_summary_and_the_random_weights_note(
     annotation_file, tmp_path, monkeypatch, capsys
 ):
-    from fastdet.cli import main
+    from fastdet.tools.cli import main
 
     monkeypatch.setenv("FASTDET_CACHE", str(tmp_path / "cache"))
     data = annotation_file.parents[1]

@@ -50,7 +50,7 @@ def test_the_all_extra_covers_the_readme() -> None:
 
 
 def test_reading_images_without_opencv_names_the_vision_extra(monkeypatch, tmp_path) -> None:
-    from fastdet.sources import read_image
+    from fastdet.image_files import read_image
 
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(ImportError, match=r"reading image files needs opencv-python-headless: "):

@@ -77,7 +77,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     package_root = str(Path(fastdet.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "fastdet.cli", *args],
+        [sys.executable, "-m", "fastdet.tools.cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -1,7 +1,8 @@
-"""The Detector's GPU frame pipeline (fastdet.pipeline) on the CPU, through the engine and runtime
-seam (tests/fake_cuda.py): the same detections as the host Detector, graphs captured on the
-second meeting of a shape and replayed with new thresholds, bounded graph caches, slots for
-overlapping chunks, stage times, one pipeline per thread, engines with their own NMS."""
+"""The Detector's GPU frame pipeline (fastdet.pipeline.gpu_pipeline) on the CPU, through the
+engine and runtime seam (tests/fake_cuda.py): the same detections as the host Detector, graphs
+captured on the second meeting of a shape and replayed with new thresholds, bounded graph
+caches, slots for overlapping chunks, stage times, one pipeline per thread, engines with their
+own NMS."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import fastdet
 import numpy as np
 import pytest
 from fake_cuda import FakeGpuEngine, FakeRuntime
-from fastdet.detector import Detector
 from fastdet.engines.base import Engine, TensorSpec
-from fastdet.model_spec import ModelSpec
-from fastdet.pipeline import MAX_GRAPHS, GpuPipeline, Settings
-from fastdet.profiling import StageTimer
-from fastdet.zoo.info import YOLOV7_PREPROCESSING
+from fastdet.families import YOLOV7_PREPROCESSING
+from fastdet.pipeline.detector import Detector
+from fastdet.pipeline.gpu_pipeline import MAX_GRAPHS, GpuPipeline, Settings
+from fastdet.pipeline.model_spec import ModelSpec
+from fastdet.pipeline.profiling import StageTimer
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference as ref
-from fastdet.protocols import DEFAULT_BATCH_SIZE, header_sizes, read_rgb, rect_batches
+from fastdet.tools.protocols import DEFAULT_BATCH_SIZE, header_sizes, read_rgb, rect_batches
 
 PIL_Image = pytest.importorskip("PIL.Image")
 
@@ -296,14 +296,14 @@ def test_a_fixed_shape_yolov7_engine_is_refused_before_any_image(
     photos_folder, static_onnx, monkeypatch
 ):
     import fastdet
-    import fastdet.protocols
+    import fastdet.tools.protocols
     from fastdet.engines.onnxruntime import OnnxRuntimeEngine
 
     def never(*_, **__):
         raise AssertionError("an image was read or run before the engine was checked")
 
-    monkeypatch.setattr(fastdet.protocols, "read_image", never)
-    monkeypatch.setattr(fastdet.protocols, "header_sizes", never)
+    monkeypatch.setattr(fastdet.tools.protocols, "read_image", never)
+    monkeypatch.setattr(fastdet.tools.protocols, "header_sizes", never)
     monkeypatch.setattr(OnnxRuntimeEngine, "infer", never)
     with pytest.raises(ValueError) as caught:
         fastdet.val(static_onnx, photos_folder, protocol="official", family="yolov7",
@@ -329,7 +329,7 @@ def test_a_fixed_shape_yolov7_engine_is_refused_before_any_image(
 def test_which_engines_the_official_protocol_runs(family, format, mode, dynamic, refused):
     from types import SimpleNamespace
 
-    from fastdet.protocols import check_official
+    from fastdet.tools.protocols import check_official
 
     class Engine:
         backend = "tensorrt"
@@ -347,7 +347,7 @@ def test_which_engines_the_official_protocol_runs(family, format, mode, dynamic,
 
 
 def test_official_protocol_picks_an_engine_that_can_run_it():
-    from fastdet.evaluate import _official_detector_kwargs
+    from fastdet.tools.evaluate import _official_detector_kwargs
 
     assert _official_detector_kwargs("yolov7-tiny", {"backend": "auto"})["backend"] == "torch"
     assert _official_detector_kwargs("yolov7-tiny", {})["backend"] == "torch"
@@ -360,7 +360,7 @@ def test_official_protocol_picks_an_engine_that_can_run_it():
 
 def test_val_cli_records_the_protocol(photos_folder, damo_onnx, tmp_path, capsys):
     pytest.importorskip("pycocotools")
-    from fastdet.cli import main
+    from fastdet.tools.cli import main
 
     for protocol in ("engine", "official"):
         target = tmp_path / f"{protocol}.json"

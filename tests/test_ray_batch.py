@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastdet import Detections, Detector
-from fastdet.cli import main
+from fastdet.tools.cli import main
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'fastdet[ray]'")
 cv2 = pytest.importorskip("cv2")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastdet import Detections, Detector
-from fastdet.cli import main
-from fastdet.detect import record
+from fastdet.tools.cli import main
+from fastdet.tools.detect import record
 from serve_load import request, run_load
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'fastdet[ray]'")

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from fastdet.detector import Detector  # noqa: E402
+from fastdet.pipeline.detector import Detector  # noqa: E402
 
 INPUT = 64  # a small network keeps 10,000 calls within seconds
 

@@ -1,6 +1,6 @@
-"""fastdet.sources and Detector.stream: every kind of source in order, errors that name the source
-before anything is read, a reader thread that stays a bounded number of frames ahead, and a
-stream whose memory does not grow with the number of images."""
+"""fastdet.pipeline.sources and Detector.stream: every kind of source in order, errors that
+name the source before anything is read, a reader thread that stays a bounded number of frames
+ahead, and a stream whose memory does not grow with the number of images."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastdet.sources import (
+from fastdet.pipeline.sources import (
     Chain,
     Frame,
     Images,
@@ -180,7 +180,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 def test_stream_of_a_folder_and_a_video(tiny_model, tmp_path, rng) -> None:
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     detector = Detector(tiny_model, device="cpu", conf=0.05)
     paths = _images(tmp_path / "photos", 5, rng)
@@ -201,7 +201,7 @@ def test_stream_of_a_folder_and_a_video(tiny_model, tmp_path, rng) -> None:
 
 
 def test_lists_run_a_batch_at_a_time(tiny_model, tmp_path, rng) -> None:
-    from fastdet.detector import DEFAULT_BATCH, Detector
+    from fastdet.pipeline.detector import DEFAULT_BATCH, Detector
 
     detector = Detector(tiny_model, device="cpu")
     sizes = []
@@ -213,7 +213,7 @@ def test_lists_run_a_batch_at_a_time(tiny_model, tmp_path, rng) -> None:
 
 
 def test_stream_memory_does_not_grow_with_the_images(tiny_model, tmp_path, rng) -> None:
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     detector = Detector(tiny_model, device="cpu")
     count, size = 240, (480, 640)
@@ -261,7 +261,7 @@ def test_damaged_jpegs_warn_or_are_refused(tmp_path, rng) -> None:
     import warnings
 
     from fastdet import CorruptImageWarning
-    from fastdet.sources import read_image
+    from fastdet.image_files import read_image
 
     pytest.importorskip("simplejpeg")
     paths = _damaged_jpegs(tmp_path, rng)
@@ -285,7 +285,8 @@ def test_damaged_jpegs_warn_or_are_refused(tmp_path, rng) -> None:
 def test_without_simplejpeg_a_missing_end_marker_still_warns(tmp_path, rng, monkeypatch) -> None:
     import sys
 
-    from fastdet import CorruptImageWarning, sources
+    from fastdet import CorruptImageWarning
+    from fastdet.pipeline import sources
 
     paths = _damaged_jpegs(tmp_path, rng)
     monkeypatch.setitem(sys.modules, "simplejpeg", None)  # makes `import simplejpeg` fail
@@ -297,7 +298,7 @@ def test_without_simplejpeg_a_missing_end_marker_still_warns(tmp_path, rng, monk
 
 def test_detector_warns_from_its_reader_thread_and_strict_stops(tiny_model, tmp_path, rng) -> None:
     from fastdet import CorruptImageWarning
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     pytest.importorskip("simplejpeg")
     paths = _damaged_jpegs(tmp_path / "shots", rng)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import coco_image_paths
-from fastdet.host_pipeline import AHEAD
-from fastdet.sources import Frame, Source, read_ahead
+from fastdet.pipeline.host_pipeline import AHEAD
+from fastdet.pipeline.sources import Frame, Source, read_ahead
 
 cv2 = pytest.importorskip("cv2")
 
@@ -228,7 +228,7 @@ def test_throughput_counts_runs_that_finished(detector, tmp_path, rng) -> None:
 
 
 def test_detect_reports_throughput_beside_the_stage_times(detector, tmp_path, rng, capsys):
-    from fastdet.cli import main
+    from fastdet.tools.cli import main
 
     _pngs(tmp_path / "photos", 5, rng)
     model = str(detector.engine.path)

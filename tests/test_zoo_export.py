@@ -106,7 +106,7 @@ def test_unknown_variant_is_named():
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fastdet.cli", *args],
+        [sys.executable, "-m", "fastdet.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,

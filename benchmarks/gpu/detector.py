@@ -36,7 +36,7 @@ import cv2
 import fastdet
 import numpy as np
 import torch
-from fastdet.detector import Detector
+from fastdet.pipeline.detector import Detector
 
 MODELS = ("yolov7-tiny", "damo-yolo-t")
 CONF = 0.05  # low, so that random-weight models give many rows to compare

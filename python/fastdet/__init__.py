@@ -7,13 +7,15 @@ semantics of both families, bound into a thin Python layer.
 from __future__ import annotations
 
 from fastdet import _core
-from fastdet.detections import Detections
-from fastdet.detector import Detector
-from fastdet.evaluate import coco_eval, val
-from fastdet.nms import nms
-from fastdet.postprocess import FORMATS, Postprocessor, postprocess
-from fastdet.preprocess import preprocess
-from fastdet.resize import fit_long_side, resize
+from fastdet.families import FORMATS
+from fastdet.image_files import CorruptImageWarning
+from fastdet.ops.detections import Detections
+from fastdet.ops.nms import nms
+from fastdet.ops.postprocess import Postprocessor, postprocess
+from fastdet.ops.preprocess import preprocess
+from fastdet.ops.resize import fit_long_side, resize
+from fastdet.ops.transform import MODES, Transform
+from fastdet.pipeline.detector import Detector
 from fastdet.settings import (
     WITH_CUDA,
     __version__,
@@ -21,8 +23,7 @@ from fastdet.settings import (
     get_num_threads,
     set_num_threads,
 )
-from fastdet.sources import CorruptImageWarning
-from fastdet.transform import MODES, Transform
+from fastdet.tools.evaluate import coco_eval, val
 from fastdet.zoo.info import RandomWeightsWarning
 
 #: A failed CUDA call or kernel launch (a RuntimeError naming the call and file:line).

@@ -2,6 +2,6 @@
 
 import sys
 
-from fastdet.cli import main
+from fastdet.tools.cli import main
 
 sys.exit(main())

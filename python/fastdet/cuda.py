@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fastdet import _core, gpu
-from fastdet.preprocess import Plan
+from fastdet.ops.preprocess import Plan
 
 
 class Stream:
@@ -208,7 +208,7 @@ class CudaRuntime:
         )
 
     def postprocessor(self, format: str) -> Any:
-        from fastdet.postprocess import Postprocessor
+        from fastdet.ops.postprocess import Postprocessor
 
         return Postprocessor(format, device=f"cuda:{self.device}")
 

@@ -13,7 +13,7 @@ Outputs: device memory comes back as a :class:`DeviceArray`, which ``torch.from_
 ``cupy.asarray`` or anything reading ``__cuda_array_interface__`` wraps without a copy;
 ``.numpy()`` gives a host copy.
 
-The CUDA postprocess in two steps (for CUDA graphs) is fastdet.postprocess.Postprocessor.
+The CUDA postprocess in two steps (for CUDA graphs) is fastdet.ops.postprocess.Postprocessor.
 """
 
 from __future__ import annotations
@@ -35,14 +35,6 @@ _DLPACK_CUDA_MANAGED = 13
 
 #: Device memory written by fastdet (present in CUDA builds only).
 DeviceArray: Any = getattr(_core, "DeviceArray", None)
-
-
-def cuda_available() -> bool:
-    """True when fastdet was built with CUDA and a GPU is visible. Never raises."""
-    try:
-        return bool(_core.WITH_CUDA) and _core.cuda_device_count() > 0
-    except Exception:
-        return False
 
 
 def require_cuda(function: str) -> None:
@@ -379,7 +371,6 @@ __all__ = [
     "CudaCall",
     "DeviceArray",
     "GpuArray",
-    "cuda_available",
     "is_gpu_array",
     "parse_device",
     "require_cuda",

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import reference as ref
 from conftest import coco_image_paths
-from fastdet.detector import Detector
+from fastdet.pipeline.detector import Detector
 from fastdet.zoo import export, info
 from test_detector import _official_input
 

@@ -28,6 +28,10 @@ from typing import Any
 import numpy as np
 from fastdet.metadata import ModelMetadata
 
+#: What an engine may compute in; fp32 first, the default on the CPU. Each engine takes a subset
+#: (bf16 is OpenVINO's; TensorRT builds fp32, fp16 and int8).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
 
 @dataclass(frozen=True)
 class TensorSpec:

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 from fastdet._checks import fail
 from fastdet._optional import require
-from fastdet.preprocess import preprocess
-from fastdet.sources import IMAGE_SUFFIXES
+from fastdet.image_files import IMAGE_SUFFIXES, images_in
+from fastdet.ops.preprocess import preprocess
 
 
 class Preprocessing(Protocol):
@@ -35,7 +35,7 @@ def calibration_images(calib_dir: Any, max_images: int, *, function: str) -> lis
     if folder is None or not folder.is_dir():
         shown = None if folder is None else str(folder)
         fail(function, "calib_dir", shown, "a folder of calibration images")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = images_in(folder)
     if not paths:
         fail(
             function,

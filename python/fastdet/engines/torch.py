@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from fastdet._optional import require
 from fastdet.engines.base import Bindings, Engine, TensorSpec
+from fastdet.families import INPUT_NAME
 from fastdet.metadata import ModelMetadata
 
 
@@ -68,7 +69,7 @@ class TorchEngine(Engine):
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
         self.module = module.to(device=device, dtype=self._dtype).eval()
         np_dtype = np.dtype(np.float16 if precision == "fp16" else np.float32)
-        self.input = TensorSpec("images", (batch, 3, *input_size), np_dtype)
+        self.input = TensorSpec(INPUT_NAME, (batch, 3, *input_size), np_dtype)
         self.outputs = tuple(TensorSpec(n, (batch, None, None), np_dtype) for n in output_names)
         self.metadata = metadata
         self._use_graphs = cuda_graphs and device == "cuda" and batch is not None

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from fastdet._checks import check_choice, check_integer, check_real, fail
-from fastdet.detections import Detections
+from fastdet.image_files import read_image
+from fastdet.ops.detections import Detections
+from fastdet.pipeline.sources import Chain, Frame, Images, Source, Video, open_source
 from fastdet.ray.rows import COLUMNS, detections_table
 from fastdet.ray.workers import ray_part, worker_detector
-from fastdet.sources import Chain, Frame, Images, Source, Video, open_source, read_image
 
 FUNCTION = "fastdet.ray.detect"
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -100,7 +101,7 @@ class _DetectorActor:
     """Builds one Detector per actor; map_batches calls it with each batch."""
 
     def __init__(self, model: Any, detector: dict[str, Any], batch_size: int) -> None:
-        from fastdet.detector import Detector
+        from fastdet.pipeline.detector import Detector
 
         self.detector = Detector(model, **detector)
         self.batch_size = batch_size

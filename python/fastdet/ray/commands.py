@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastdet._arguments import positive_int, probability
 from fastdet._optional import require
+from fastdet.tools._arguments import positive_int, probability
 
 #: `--ray` given without an address: ray.init()'s own choice (RAY_ADDRESS, else a local Ray).
 LOCAL = ""
@@ -58,9 +58,9 @@ def detect_on_ray(
 ) -> int:
     """`fastdet detect SOURCE --ray`: the rows of fastdet.ray.detect written as --save-json
     records (the same format as without Ray), in the order actors finish them."""
-    from fastdet.detect import JsonWriter, _Progress, record
     from fastdet.ray.batch import detect
     from fastdet.ray.rows import detections_from_row
+    from fastdet.tools.detect import JsonWriter, _Progress, record
 
     ray = _connect(args.ray)
     gpus = args.gpus_per_actor or 0.0
@@ -164,8 +164,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     """`fastdet serve`: a Detector behind HTTP on Ray Serve."""
-    from fastdet.detect import _classes
-    from fastdet.detector import BACKENDS, DEVICES
+    from fastdet.pipeline.detector import BACKENDS, DEVICES
+    from fastdet.tools.detect import _classes
 
     command = subparsers.add_parser(
         "serve",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdet.detections import Detections
+from fastdet.ops.detections import Detections
 from fastdet.ray.workers import ray_part
 
 FUNCTION = "fastdet.ray.detect"

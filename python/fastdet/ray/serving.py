@@ -33,9 +33,9 @@ import numpy as np
 
 from fastdet._checks import MAX_INPUT_SIDE, check_integer, check_real, describe
 from fastdet._optional import require
-from fastdet.detect import record
-from fastdet.detections import Detections
+from fastdet.ops.detections import Detections
 from fastdet.ray.workers import ray_part, worker_detector
+from fastdet.tools.detect import record
 
 # A missing extra is named before the imports below fail on it.
 ray_part("ray.serve", "fastdet.ray.serving")
@@ -156,7 +156,7 @@ class DetectorServer:
         max_bytes: int,
         max_pixels: int,
     ) -> None:
-        from fastdet.detector import Detector
+        from fastdet.pipeline.detector import Detector
 
         self.detector = Detector(model, **detector)
         self.model = str(model)

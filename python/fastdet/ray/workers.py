@@ -30,7 +30,7 @@ def ray_part(module: str, purpose: str) -> Any:
 def _check_detector_arguments(function: str, model: Any, detector: dict[str, Any]) -> None:
     """Unknown Detector arguments are refused here, in the driver (their values are checked by
     the Detector in each worker, before its model loads)."""
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     parameters = inspect.signature(Detector).parameters
     try:

@@ -1,11 +1,22 @@
 """The model zoo's facts: one ModelInfo per variant (docs/facts.md section 1), the single place the
-published figures, input sizes, strides, anchors, preprocessing and thresholds live.
+published figures, input sizes, strides and anchors live; each variant's preprocessing and
+thresholds are its family's (fastdet.families).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from fastdet.families import (
+    DAMO_NANO_THRESHOLDS,
+    DAMO_THRESHOLDS,
+    EXPORT_FORMATS,
+    PREPROCESSING,
+    YOLOV7_DETECT,
+    YOLOV7_EVALUATE,
+    Preprocessing,
+    Thresholds,
+)
 
 # Anchors in input pixels, per level, as (w, h) pairs (docs/facts.md section 1).
 _TINY_ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
@@ -31,45 +42,6 @@ def random_weights_message(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    """How a family's images become network input (arguments of fastdet.preprocess)."""
-
-    mode: str
-    pad_value: float
-    scale: float
-    swap_rb: bool  # BGR input to RGB
-
-    def as_kwargs(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "pad_value": self.pad_value,
-            "scale": self.scale,
-            "swap_rb": self.swap_rb,
-        }
-
-
-# YOLOv7: letterbox, pad 114, RGB, /255. DAMO-YOLO (2023-03 models): stretch, RGB, 0-255.
-YOLOV7_PREPROCESSING = Preprocessing("letterbox", 114.0, 1 / 255, True)
-DAMO_PREPROCESSING = Preprocessing("stretch", 0.0, 1.0, True)
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Postprocessing settings (docs/facts.md section 4)."""
-
-    conf: float
-    iou: float
-    multi_label: bool
-    max_det: int
-
-
-YOLOV7_DETECT = Thresholds(0.25, 0.45, False, 300)  # detect.py
-YOLOV7_EVALUATE = Thresholds(0.001, 0.65, True, 300)  # test.py, the published mAP
-DAMO_THRESHOLDS = Thresholds(0.05, 0.7, True, 500)  # T/S/M/L, demo and evaluation alike
-DAMO_NANO_THRESHOLDS = Thresholds(0.03, 0.65, True, 500)
-
-
-@dataclass(frozen=True)
 class ModelInfo:
     """One variant: architecture facts, published figures and the official settings."""
 
@@ -92,11 +64,11 @@ class ModelInfo:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return YOLOV7_PREPROCESSING if self.family == "yolov7" else DAMO_PREPROCESSING
+        return PREPROCESSING[self.family]
 
     @property
     def output_format(self) -> str:
-        return "yolov7" if self.family == "yolov7" else "damo"
+        return EXPORT_FORMATS[self.family]
 
     @property
     def rows(self) -> int:

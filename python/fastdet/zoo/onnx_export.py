@@ -7,18 +7,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fastdet import __version__
 from fastdet._checks import check_integer, fail
 from fastdet.cache import atomic_write, clean_stale_temporaries, temporary_path
 from fastdet.coco import CLASS_NAMES
+from fastdet.families import FORMATS, INPUT_NAME
 from fastdet.metadata import ModelMetadata
+from fastdet.settings import __version__
 from fastdet.zoo.builder import build_module, require
 from fastdet.zoo.info import ModelInfo, info
 
 _FUNCTION = "zoo.export"
 # The official exports: YOLOv7 export.py uses opset 12, DAMO-YOLO converter.py opset 11.
 DEFAULT_OPSET = {"yolov7": 12, "damo": 11}
-OUTPUT_NAMES = {"yolov7": ("output",), "damo": ("scores", "boxes")}
 
 
 def _input_size(model_info: ModelInfo, imgsz: Any) -> tuple[int, int]:
@@ -48,7 +48,7 @@ def metadata_for(
         input_size=size,
         preprocessing=model_info.preprocessing.as_kwargs(),
         output_format=model_info.output_format,
-        output_names=OUTPUT_NAMES[model_info.family],
+        output_names=FORMATS[model_info.output_format].output_names,
         class_names=CLASS_NAMES[: model_info.num_classes],
         strides=model_info.strides,
         anchors=model_info.anchors,
@@ -99,14 +99,14 @@ def export_onnx(
     dtype = torch.float16 if half else torch.float32
     model = model.to(dtype)
     example = torch.zeros(batch, 3, *size, dtype=dtype)
-    output_names = OUTPUT_NAMES[model_info.family]
+    output_names = FORMATS[model_info.output_format].output_names
     dynamic_axes = None
     if dynamic:
-        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}}
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
         # The rows follow the input's grid cells.
         dynamic_axes.update({n: {0: "batch", 1: "rows"} for n in output_names})
     elif dynamic_batch:
-        dynamic_axes = {n: {0: "batch"} for n in ("images", *output_names)}
+        dynamic_axes = {n: {0: "batch"} for n in (INPUT_NAME, *output_names)}
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(target.parent)
     temporary = str(temporary_path(target))
@@ -120,7 +120,7 @@ def export_onnx(
                 model,
                 (example,),
                 temporary,
-                input_names=["images"],
+                input_names=[INPUT_NAME],
                 output_names=list(output_names),
                 dynamic_axes=dynamic_axes,
                 opset_version=opset or DEFAULT_OPSET[model_info.family],

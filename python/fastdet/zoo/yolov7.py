@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastdet.zoo.checkpoint_reader import CheckpointLimits
 from fastdet.zoo.info import ModelInfo
+from fastdet.zoo.yolov7_checkpoint import deploy_state_dict, read_checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # Architecture specs.
@@ -706,13 +708,14 @@ def load_weights(model: torch.nn.Module, info: ModelInfo, path: str | os.PathLik
     records of module state; anything else is refused. Raises ValueError naming the file when it
     is not a loadable YOLOv7 checkpoint for this variant.
     """
-    from fastdet.zoo.yolov7_checkpoint import deploy_state_dict, read_checkpoint
-
     if not isinstance(model, YOLOv7):
         raise TypeError(f"yolov7.load_weights: model must be a YOLOv7 module, got {type(model)}")
     _spec(info)
     source = read_checkpoint(path)
-    state = deploy_state_dict(source, info.name, model.detect_index, path)
+    # The limits come from the model the weights go into (its tensors bound what a checkpoint of
+    # the variant may declare).
+    limits = CheckpointLimits.of(info.name, model)
+    state = deploy_state_dict(source, limits, model.detect_index, path)
     _assign(model, state, path)
 
 

@@ -21,7 +21,6 @@ deploy form's state dict exactly as the official Model.fuse() does:
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -127,17 +126,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointArchive:
     """Checks that path is a torch.save archive; deploy_state_dict unpickles it within the
     limits of the variant it is loaded into (nothing is allocated before that)."""
     return open_checkpoint(path, _WHERE, _EXPECTED)
-
-
-@functools.cache
-def variant_limits(variant: str) -> CheckpointLimits:
-    """What a checkpoint of `variant` may declare, from its deploy model's tensors (built on the
-    meta device: shapes only)."""
-    from fastdet.zoo.flops import meta_model
-    from fastdet.zoo.info import info
-    from fastdet.zoo.yolov7 import build_model
-
-    return CheckpointLimits.of(variant, meta_model(lambda: build_model(info(variant))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,18 +234,21 @@ _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
 def deploy_state_dict(
-    source: CheckpointArchive, variant: str, detect_index: int, path: str | os.PathLike[str]
+    source: CheckpointArchive,
+    limits: CheckpointLimits,
+    detect_index: int,
+    path: str | os.PathLike[str],
 ) -> dict[str, torch.Tensor]:
     """The deploy-form state dict (fp32) of a checkpoint from read_checkpoint: unpickled within
-    `variant`'s limits, its tensors checked for NaN and inf, fused, with the detection layer at
-    `detect_index` (where `variant` has it)."""
+    the `limits` of the variant it is for (limits.model), its tensors checked for NaN and inf,
+    fused, with the detection layer at `detect_index` (where that variant has it)."""
     if not isinstance(source, CheckpointArchive):
         raise TypeError(
             f"deploy_state_dict: source must be what read_checkpoint returns, got {type(source)}"
         )
-    obj = source.load(variant_limits(variant), _Unpickler)
+    obj = source.load(limits, _Unpickler)
     try:
-        return _deploy_state_dict(obj, variant, detect_index, path)
+        return _deploy_state_dict(obj, limits.model, detect_index, path)
     except CheckpointError:
         raise
     except (TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
@@ -403,5 +394,4 @@ __all__ = [
     "Record",
     "deploy_state_dict",
     "read_checkpoint",
-    "variant_limits",
 ]

@@ -5,7 +5,6 @@ engine sidecar (sidecar.py)."""
 from fastdet.engines.tensorrt.api import EngineDeserializeError, TensorRTError, require_tensorrt
 from fastdet.engines.tensorrt.build import (
     DEFAULT_DYNAMIC_BATCH,
-    PRECISIONS,
     build_engine,
     load_or_build,
 )
@@ -16,7 +15,6 @@ from fastdet.engines.tensorrt.sidecar import read_sidecar, sidecar_path
 
 __all__ = [
     "DEFAULT_DYNAMIC_BATCH",
-    "PRECISIONS",
     "BuildFacts",
     "EngineCacheWarning",
     "EngineDeserializeError",

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from fastdet._checks import check_integer, fail
 from fastdet.cache import atomic_write, cache_dir
+from fastdet.engines.base import PRECISIONS
 from fastdet.engines.tensorrt.api import TensorRTError, get_logger, require_tensorrt
 from fastdet.engines.tensorrt.cache import (
     BuildFacts,
@@ -38,13 +39,13 @@ from fastdet.engines.tensorrt.calibration import (
     files_sha256,
     make_calibrator,
 )
-from fastdet.engines.tensorrt.engine import INPUT_NAME, TensorRTEngine, _SharedEngine
+from fastdet.engines.tensorrt.engine import TensorRTEngine, _SharedEngine
 from fastdet.engines.tensorrt.onnx_info import OnnxInfo, OnnxInput, read_onnx_info
 from fastdet.engines.tensorrt.sidecar import SIDECAR_FORMAT
+from fastdet.families import INPUT_NAME
 from fastdet.metadata import ModelMetadata
 from fastdet.settings import __version__
 
-PRECISIONS = ("fp32", "fp16", "int8")
 #: The batch range of an engine built from a dynamic-batch ONNX when none is given.
 DEFAULT_DYNAMIC_BATCH = (1, 1, 16)
 # ONNX TensorProto element types of network inputs fastdet exports (float32, float16).
@@ -466,7 +467,7 @@ def build_engine(
             `calib_dir`; on TensorRT 11, "fp16" needs an fp16 ONNX export).
         batch: a static batch N, or a dynamic (min, opt, max) range; default: the ONNX's static
             batch, or DEFAULT_DYNAMIC_BATCH for a dynamic-batch ONNX.
-        calib_dir: INT8 only: a folder of calibration images (.jpg/.png/.bmp).
+        calib_dir: INT8 only: a folder of calibration images (fastdet.image_files.IMAGE_SUFFIXES).
         workspace_gb: TensorRT's workspace memory pool limit, in GiB (default: TensorRT's).
         timing_cache: the timing cache file (default: one per GPU and TensorRT version in the
             cache folder; False: none).
@@ -510,4 +511,4 @@ def load_or_build(
     return TensorRTEngine._from_shared(shared, runtime)
 
 
-__all__ = ["DEFAULT_DYNAMIC_BATCH", "PRECISIONS", "build_engine", "load_or_build"]
+__all__ = ["DEFAULT_DYNAMIC_BATCH", "build_engine", "load_or_build"]

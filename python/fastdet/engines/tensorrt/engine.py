@@ -35,9 +35,8 @@ from fastdet.engines.tensorrt.api import (
     require_tensorrt,
 )
 from fastdet.engines.tensorrt.sidecar import read_sidecar, sidecar_path
+from fastdet.families import INPUT_NAME
 from fastdet.metadata import ModelMetadata
-
-INPUT_NAME = "images"
 
 
 def _shape(dims: Any) -> tuple[int, ...]:
@@ -452,4 +451,4 @@ def engine_from_plan(
     return TensorRTEngine._from_shared(shared, runtime)
 
 
-__all__ = ["INPUT_NAME", "TensorRTEngine", "engine_from_plan"]
+__all__ = ["TensorRTEngine", "engine_from_plan"]

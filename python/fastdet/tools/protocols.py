@@ -35,13 +35,14 @@ import numpy as np
 
 from fastdet._checks import fail
 from fastdet._optional import require
-from fastdet.detections import Detections
-from fastdet.postprocess import postprocess
-from fastdet.preprocess import preprocess
-from fastdet.profiling import StageStats, StageTimer
-from fastdet.resize import fit_long_side
-from fastdet.sources import read_image
-from fastdet.transform import Transform
+from fastdet.families import FORMATS
+from fastdet.image_files import read_image
+from fastdet.ops.detections import Detections
+from fastdet.ops.postprocess import postprocess
+from fastdet.ops.preprocess import preprocess
+from fastdet.ops.resize import fit_long_side
+from fastdet.ops.transform import Transform
+from fastdet.pipeline.profiling import StageStats, StageTimer
 
 PROTOCOLS = ("engine", "official")
 #: Images per batch of the official protocol (test.py --batch-size; with YOLOv7 it decides the
@@ -49,8 +50,8 @@ PROTOCOLS = ("engine", "official")
 DEFAULT_BATCH_SIZE = 32
 #: test.py builds its loader with pad=0.5: half a stride of slack around each batch's rectangle.
 RECT_PAD = 0.5
-# Output formats whose NMS the official protocol runs itself; end2end exports carry their own.
-_OFFICIAL_FORMATS = ("yolov7", "yolov7-raw", "damo")
+# Output formats whose NMS the official protocol runs itself (exports with NMS inside fix it).
+_OFFICIAL_FORMATS = tuple(name for name, f in FORMATS.items() if not f.engine_nms)
 # EXIF orientations that turn the image a quarter turn (6: 270 degrees, 8: 90 degrees): the only
 # ones test.py's exif_size swaps width and height for.
 _QUARTER_TURNS = (6, 8)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,40 +18,14 @@ from fastdet._checks import (
     float32_array,
     real_array,
 )
-from fastdet.detections import Detections
-from fastdet.transform import Transform
+from fastdet.families import FORMATS, OutputFormat
+from fastdet.ops.detections import Detections
+from fastdet.ops.transform import Transform
 
 _FUNCTION = "postprocess"
-# Builds the kernel options from (number of classes, rows per image).
-_Options = Callable[[int | None, int], _core.PostprocessOptions]
-
-
-@dataclass(frozen=True)
-class OutputFormat:
-    """An engine output format and its official postprocessing defaults."""
-
-    name: str
-    output_names: tuple[str, ...]  # the official export's outputs, in order
-    multi_label: bool
-    max_det: int | None  # None: every row the engine returns
-    max_candidates: int | None  # None: no cap
-
-
-# docs/facts.md sections 3 and 4. YOLOv7's defaults are detect.py's (single-label, 300 kept,
-# 30000 candidates); its mAP settings add multi_label=True. DAMO-YOLO is always multi-label,
-# keeps 500 and has no candidate cap.
-FORMATS: dict[str, OutputFormat] = {
-    f.name: f
-    for f in (
-        OutputFormat("yolov7", ("output",), False, 300, 30000),
-        OutputFormat("yolov7-raw", (), False, 300, 30000),
-        OutputFormat("damo", ("scores", "boxes"), True, 500, None),
-        OutputFormat(
-            "end2end", ("num_dets", "det_boxes", "det_scores", "det_classes"), False, None, None
-        ),
-        OutputFormat("max-wh", ("output",), False, None, None),
-    )
-}
+# Checks one output: (name, value, batch, shape with None for any size) -> what the kernels read
+# (a float32 numpy array, or on CUDA a GPU array as it is).
+_OutputCheck = Callable[[str, Any, int, tuple[int | None, ...]], Any]
 
 
 def _output_list(outputs: Any, fmt: OutputFormat) -> list[Any]:
@@ -105,6 +79,92 @@ def _anchor_sets(anchors: Any, levels: int) -> list[list[float]]:
     return [s.tolist() for s in sets]
 
 
+def _transform_rows(function: str, transforms: Sequence[Transform]) -> np.ndarray:
+    """The kernels' (B, 6) float64 form of a list of Transform."""
+    if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
+        fail(function, "transforms", transforms, "a list of Transform (one per image)", TypeError)
+    if not transforms or not all(isinstance(t, Transform) for t in transforms):
+        fail(function, "transforms", transforms, "a non-empty list of Transform")
+    return np.asarray([t.as_row() for t in transforms], dtype=np.float64)
+
+
+class _Settings(NamedTuple):
+    """A call's thresholds and filters: as given (None: the format's official default), or
+    checked with the defaults filled in."""
+
+    conf: float
+    iou: float
+    multi_label: bool | None
+    max_det: int | None  # checked: None keeps every row the engine returns
+    max_candidates: int | None  # checked: None is no cap
+    classes: Sequence[int] | None
+    agnostic: bool
+
+
+@dataclass(frozen=True)
+class _Request:
+    """The checked arguments of one postprocess call (CPU or CUDA)."""
+
+    format: OutputFormat
+    transforms: Sequence[Transform]
+    rows: np.ndarray  # the transforms as the kernels read them
+    settings: _Settings
+
+    @property
+    def batch(self) -> int:
+        return len(self.transforms)
+
+    def options(self, num_classes: int | None, max_rows: int) -> _core.PostprocessOptions:
+        """The kernel options for outputs of `num_classes` classes (None: unknown) and
+        `max_rows` rows per image."""
+        s = self.settings
+        return _core.PostprocessOptions(
+            s.conf,
+            s.iou,
+            bool(s.multi_label),
+            max_rows if s.max_det is None else s.max_det,
+            -1 if s.max_candidates is None else s.max_candidates,
+            _class_list(s.classes, num_classes),
+            s.agnostic,
+        )
+
+
+def _request(
+    function: str,
+    format: str,
+    formats: Sequence[str],
+    transforms: Sequence[Transform],
+    given: _Settings,
+) -> _Request:
+    """The arguments postprocess() and Postprocessor.enqueue() share, checked in one order."""
+    check_choice(_FUNCTION, "format", format, tuple(formats))
+    fmt = FORMATS[format]
+    rows = _transform_rows(function, transforms)
+    conf = check_real(_FUNCTION, "conf", given.conf, 0.0, 1.0)
+    iou = check_real(_FUNCTION, "iou", given.iou, 0.0, 1.0)
+    multi_label = fmt.multi_label if given.multi_label is None else bool(given.multi_label)
+    max_det = fmt.max_det
+    if given.max_det is not None:
+        max_det = check_integer(_FUNCTION, "max_det", given.max_det, 0)
+    max_candidates = fmt.max_candidates
+    if given.max_candidates is not None:
+        max_candidates = check_integer(_FUNCTION, "max_candidates", given.max_candidates, 1)
+    checked = _Settings(
+        conf, iou, multi_label, max_det, max_candidates, given.classes, bool(given.agnostic)
+    )
+    return _Request(fmt, transforms, rows, checked)
+
+
+def _resolve(
+    function: str, outputs: Any, request: _Request, device: Any, stream: Any
+) -> tuple[gpu.CudaCall | None, list[Any]]:
+    """The outputs in the official order, and where they are postprocessed (None: the CPU)."""
+    arrays = _output_list(outputs, request.format)
+    names = [f"outputs[{i}]" for i in range(len(arrays))]
+    resolved = gpu.resolve(function, arrays, device, stream, names)
+    return (None, arrays) if resolved is None else resolved
+
+
 def postprocess(
     outputs: Any,
     format: str,
@@ -148,53 +208,130 @@ def postprocess(
             and numpy outputs are uploaded; "yolov7", "yolov7-raw" and "damo" run entirely on
             the GPU and only the compact result is copied back; "end2end" and "max-wh" (NMS
             already done by the engine) copy their small outputs to the host. For CUDA graphs
-            and overlapping frames see fastdet.gpu.Postprocessor.
+            and overlapping frames see fastdet.Postprocessor.
         stream: the CUDA stream to work on (see fastdet.gpu); default: the outputs' stream.
     """
-    check_choice(_FUNCTION, "format", format, tuple(FORMATS))
-    fmt = FORMATS[format]
-    if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
-        fail(_FUNCTION, "transforms", transforms, "a list of Transform (one per image)", TypeError)
-    if not transforms or not all(isinstance(t, Transform) for t in transforms):
-        fail(_FUNCTION, "transforms", transforms, "a non-empty list of Transform")
-    conf = check_real(_FUNCTION, "conf", conf, 0.0, 1.0)
-    iou = check_real(_FUNCTION, "iou", iou, 0.0, 1.0)
-    multi = fmt.multi_label if multi_label is None else bool(multi_label)
-    keep = fmt.max_det if max_det is None else check_integer(_FUNCTION, "max_det", max_det, 0)
-    cap = fmt.max_candidates
-    if max_candidates is not None:
-        cap = check_integer(_FUNCTION, "max_candidates", max_candidates, 1)
-    arrays = _output_list(outputs, fmt)
-    names = [f"outputs[{i}]" for i in range(len(arrays))]
-    resolved = gpu.resolve(_FUNCTION, arrays, device, stream, names)
-    rows = np.asarray([t.as_row() for t in transforms], dtype=np.float64)
-
-    def options(num_classes: int | None, max_rows: int) -> _core.PostprocessOptions:
-        return _core.PostprocessOptions(
-            conf,
-            iou,
-            multi,
-            max_rows if keep is None else keep,
-            -1 if cap is None else cap,
-            _class_list(classes, num_classes),
-            bool(agnostic),
-        )
-
-    if resolved is not None:
-        call, arrays = resolved
-        if format in _CUDA_RUNNERS:
+    settings = _Settings(conf, iou, multi_label, max_det, max_candidates, classes, agnostic)
+    request = _request(_FUNCTION, format, tuple(FORMATS), transforms, settings)
+    call, arrays = _resolve(_FUNCTION, outputs, request, device, stream)
+    if call is not None:
+        if format in CUDA_FORMATS:
             op = gpu.engine("postprocess", call.device)
-            _CUDA_RUNNERS[format](op, call, arrays, transforms, rows, options, anchors)
+            _enqueue_cuda(op, call, request, arrays, anchors)
             gpu.synchronize(call)
             return [Detections(*lists) for lists in op.results()]
         # NMS was done by the engine: the outputs are small, the CPU finishes them.
         arrays = [gpu.to_numpy(a, call) if isinstance(a, gpu.GpuArray) else a for a in arrays]
     if num_classes is not None:
         num_classes = check_integer(_FUNCTION, "num_classes", num_classes, 1)
-    if format in _TABLE_CHECKS:
-        _TABLE_CHECKS[format](arrays, len(transforms), num_classes)
-    run = _RUNNERS[format]
-    return [Detections(*lists) for lists in run(arrays, transforms, rows, options, anchors)]
+    if format in _DECODERS:
+        found = _DECODERS[format](arrays, request, anchors, _batch_array)
+        lists = _CPU_KERNELS[format](found, request.rows, found.options(request))
+    else:
+        lists = _TABLE_RUNNERS[format](arrays, request, num_classes)
+    return [Detections(*result) for result in lists]
+
+
+# --------------------------------------------------------------------------------------------
+# The formats fastdet decodes: one check of the outputs for the CPU and the CUDA kernels
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Decode:
+    """Checked outputs of a format fastdet decodes, in the kernels' order, and what they hold."""
+
+    arrays: list[Any]
+    num_classes: int
+    num_rows: int  # candidate rows per image
+    strides: list[float] = field(default_factory=list)  # yolov7-raw: each level's
+    anchor_sets: list[list[float]] = field(default_factory=list)  # yolov7-raw: each level's
+
+    def options(self, request: _Request) -> _core.PostprocessOptions:
+        return request.options(self.num_classes, self.num_rows)
+
+
+def _yolov7_outputs(
+    arrays: list[Any], request: _Request, anchors: Any, check: _OutputCheck
+) -> _Decode:
+    _expect_count(arrays, 1)
+    batch = request.batch
+    out = check("outputs[0]", arrays[0], batch, (batch, None, None))
+    if out.shape[2] < 6:
+        fail(_FUNCTION, "outputs[0]", arrays[0], "[B, N, 5 + C] with at least one class")
+    return _Decode([out], int(out.shape[2] - 5), int(out.shape[1]))
+
+
+def _yolov7_raw_outputs(
+    arrays: list[Any], request: _Request, anchors: Any, check: _OutputCheck
+) -> _Decode:
+    """One [B, A, ny, nx, 5 + C] level per stride, finest grid first, with their strides and
+    anchor sets."""
+    batch = request.batch
+    if not arrays:
+        fail(_FUNCTION, "outputs", arrays, "one [B, A, ny, nx, 5 + C] array per level")
+    levels = [
+        check(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
+        for i, a in enumerate(arrays)
+    ]
+    levels.sort(key=lambda a: -a.shape[2])  # P3 (the finest grid) first, as the rows are ordered
+    channels = levels[0].shape[4]
+    input_h, input_w = request.transforms[0].input_size
+    strides = []
+    for i, level in enumerate(levels):
+        _, _, ny, nx, no = level.shape
+        grid_fits = input_h % ny == 0 and input_w % nx == 0 and input_h // ny == input_w // nx
+        if no != channels or no < 6 or not grid_fits:
+            expected = f"a level of {channels} channels whose grid divides the input"
+            fail(_FUNCTION, f"outputs[{i}]", level, f"{expected} {input_h}x{input_w}")
+        strides.append(float(input_h // ny))
+    anchor_sets = _anchor_sets(anchors, len(levels))
+    if all(isinstance(level, gpu.GpuArray) for level in levels):
+        if len({level.dtype for level in levels}) > 1:
+            raise TypeError(f"{_FUNCTION}: the yolov7-raw levels must share one dtype")
+    total_rows = sum(a.shape[1] * a.shape[2] * a.shape[3] for a in levels)
+    return _Decode(levels, int(channels - 5), int(total_rows), strides, anchor_sets)
+
+
+def _damo_outputs(
+    arrays: list[Any], request: _Request, anchors: Any, check: _OutputCheck
+) -> _Decode:
+    _expect_count(arrays, 2)
+    batch = request.batch
+    scores_name, boxes_name = request.format.output_names
+    scores = check(scores_name, arrays[0], batch, (batch, None, None))
+    boxes = check(boxes_name, arrays[1], batch, (batch, scores.shape[1], 4))
+    if isinstance(scores, gpu.GpuArray) and scores.dtype != getattr(boxes, "dtype", None):
+        raise TypeError(
+            f"{_FUNCTION}: scores and boxes must share one dtype, got {gpu.describe(scores)} "
+            f"and {gpu.describe(boxes)}"
+        )
+    return _Decode([scores, boxes], int(scores.shape[2]), int(scores.shape[1]))
+
+
+_DECODERS: dict[str, Callable[[list[Any], _Request, Any, _OutputCheck], _Decode]] = {
+    "yolov7": _yolov7_outputs,
+    "yolov7-raw": _yolov7_raw_outputs,
+    "damo": _damo_outputs,
+}
+#: The formats whose decode and NMS run on the GPU (every format fastdet decodes).
+CUDA_FORMATS: tuple[str, ...] = tuple(_DECODERS)
+_CPU_KERNELS: dict[
+    str, Callable[[_Decode, np.ndarray, _core.PostprocessOptions], list[_core.DetectionArrays]]
+] = {
+    "yolov7": lambda d, rows, options: _core.postprocess_yolov7(d.arrays[0], rows, options),
+    "yolov7-raw": lambda d, rows, options: _core.postprocess_yolov7_raw(
+        d.arrays, d.strides, d.anchor_sets, rows, options
+    ),
+    "damo": lambda d, rows, options: _core.postprocess_damo(
+        d.arrays[0], d.arrays[1], rows, options
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Exports with NMS inside: their tables checked and mapped back on the CPU
+# --------------------------------------------------------------------------------------------
 
 
 def _check_class_ids(name: str, value: Any, ids: np.ndarray, num_classes: int | None) -> None:
@@ -241,91 +378,12 @@ def _check_max_wh_table(arrays: list[Any], batch: int, num_classes: int | None) 
     _check_class_ids("outputs[0]", arrays[0], values[:, 5], num_classes)
 
 
-_TABLE_CHECKS = {"end2end": _check_end2end_table, "max-wh": _check_max_wh_table}
-
-
-def _run_yolov7(
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
-) -> list[_core.DetectionArrays]:
-    _expect_count(arrays, 1)
-    batch = len(transforms)
-    out = _batch_array("outputs[0]", arrays[0], batch, (batch, None, None))
-    if out.shape[2] < 6:
-        fail(_FUNCTION, "outputs[0]", arrays[0], "[B, N, 5 + C] with at least one class")
-    return _core.postprocess_yolov7(out, rows, options(out.shape[2] - 5, out.shape[1]))
-
-
-def _raw_levels(
-    arrays: list[Any], transforms: Sequence[Transform], anchors: Any, as_array: Callable[..., Any]
-) -> tuple[list[Any], list[float], list[list[float]], int, int]:
-    """Validated yolov7-raw levels (finest grid first), their strides, the anchor sets, the
-    channel count and the total rows; `as_array` checks one level (host or GPU)."""
-    batch = len(transforms)
-    if not arrays:
-        fail(_FUNCTION, "outputs", arrays, "one [B, A, ny, nx, 5 + C] array per level")
-    levels = [
-        as_array(f"outputs[{i}]", a, batch, (batch, None, None, None, None))
-        for i, a in enumerate(arrays)
-    ]
-    levels.sort(key=lambda a: -a.shape[2])  # P3 (the finest grid) first, as the rows are ordered
-    channels = levels[0].shape[4]
-    input_h, input_w = transforms[0].input_size
-    strides = []
-    for i, level in enumerate(levels):
-        _, _, ny, nx, no = level.shape
-        grid_fits = input_h % ny == 0 and input_w % nx == 0 and input_h // ny == input_w // nx
-        if no != channels or no < 6 or not grid_fits:
-            expected = f"a level of {channels} channels whose grid divides the input"
-            fail(_FUNCTION, f"outputs[{i}]", level, f"{expected} {input_h}x{input_w}")
-        strides.append(float(input_h // ny))
-    anchor_sets = _anchor_sets(anchors, len(levels))
-    total_rows = sum(a.shape[1] * a.shape[2] * a.shape[3] for a in levels)
-    return levels, strides, anchor_sets, int(channels), int(total_rows)
-
-
-def _run_yolov7_raw(
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
-) -> list[_core.DetectionArrays]:
-    levels, strides, anchor_sets, channels, total_rows = _raw_levels(
-        arrays, transforms, anchors, _batch_array
-    )
-    return _core.postprocess_yolov7_raw(
-        levels, strides, anchor_sets, rows, options(channels - 5, total_rows)
-    )
-
-
-def _run_damo(
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
-) -> list[_core.DetectionArrays]:
-    _expect_count(arrays, 2)
-    batch = len(transforms)
-    scores = _batch_array("scores", arrays[0], batch, (batch, None, None))
-    boxes = _batch_array("boxes", arrays[1], batch, (batch, scores.shape[1], 4))
-    num_rows, num_classes = scores.shape[1], scores.shape[2]
-    return _core.postprocess_damo(scores, boxes, rows, options(num_classes, num_rows))
-
-
 def _run_end2end(
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
+    arrays: list[Any], request: _Request, num_classes: int | None
 ) -> list[_core.DetectionArrays]:
+    _check_end2end_table(arrays, request.batch, num_classes)
     _expect_count(arrays, 4)
-    batch = len(transforms)
+    batch = request.batch
     det_boxes = _batch_array("det_boxes", arrays[1], batch, (batch, None, 4))
     k = det_boxes.shape[1]
     num_dets = _int_array("num_dets", arrays[0], (batch, 1)).reshape(batch)
@@ -334,19 +392,16 @@ def _run_end2end(
     if np.any(num_dets < 0) or np.any(num_dets > k):
         fail(_FUNCTION, "num_dets", arrays[0], f"counts in [0, {k}]")
     return _core.postprocess_end2end(
-        num_dets, det_boxes, det_scores, det_classes, rows, options(None, k)
+        num_dets, det_boxes, det_scores, det_classes, request.rows, request.options(None, k)
     )
 
 
 def _run_max_wh(
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
+    arrays: list[Any], request: _Request, num_classes: int | None
 ) -> list[_core.DetectionArrays]:
     """YOLOv7 --max-wh export (onnxruntime NMS in the graph): [M, 7] rows of
     batch index, x1, y1, x2, y2, class, score."""
+    _check_max_wh_table(arrays, request.batch, num_classes)
     _expect_count(arrays, 1)
     table = float32_array(_FUNCTION, "outputs[0]", arrays[0])
     if table.ndim != 2 or table.shape[1] != 7:
@@ -356,31 +411,29 @@ def _run_max_wh(
             arrays[0],
             "an [M, 7] array (batch, x1, y1, x2, y2, class, score)",
         )
-    settings = options(None, table.shape[0])
+    settings = request.options(None, table.shape[0])
     lists = []
-    for image in range(len(transforms)):
+    for image in range(request.batch):
         mine = table[table[:, 0] == image]
         keep = mine[:, 6] > settings.conf
         if settings.classes:
             keep &= np.isin(mine[:, 5], settings.classes)
         mine = mine[keep]
         mine = mine[np.argsort(-mine[:, 6], kind="stable")][: settings.max_det]
-        boxes = _core.boxes_to_original(np.ascontiguousarray(mine[:, 1:5]), rows[image : image + 1])
+        boxes = _core.boxes_to_original(
+            np.ascontiguousarray(mine[:, 1:5]), request.rows[image : image + 1]
+        )
         lists.append((boxes, np.ascontiguousarray(mine[:, 6]), mine[:, 5].astype(np.int32)))
     return lists
 
 
-_RUNNERS = {
-    "yolov7": _run_yolov7,
-    "yolov7-raw": _run_yolov7_raw,
-    "damo": _run_damo,
-    "end2end": _run_end2end,
-    "max-wh": _run_max_wh,
-}
+_TABLE_RUNNERS: dict[
+    str, Callable[[list[Any], _Request, int | None], list[_core.DetectionArrays]]
+] = {"end2end": _run_end2end, "max-wh": _run_max_wh}
 
 
 # --------------------------------------------------------------------------------------------
-# CUDA: the same validation on GPU arrays (read in place) or host arrays (uploaded)
+# CUDA: GPU outputs read in place, host outputs uploaded
 # --------------------------------------------------------------------------------------------
 
 
@@ -420,148 +473,26 @@ def _cuda_inputs(values: list[Any]) -> tuple[list[Any], bool]:
     return values, True
 
 
-def _cuda_yolov7(
-    op: Any,
-    call: gpu.CudaCall,
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
+def _enqueue_cuda(
+    op: Any, call: gpu.CudaCall, request: _Request, arrays: list[Any], anchors: Any
 ) -> int:
-    _expect_count(arrays, 1)
-    batch = len(transforms)
-    out = _cuda_array("outputs[0]", arrays[0], batch, (batch, None, None))
-    if out.shape[2] < 6:
-        fail(_FUNCTION, "outputs[0]", arrays[0], "[B, N, 5 + C] with at least one class")
-    settings = options(out.shape[2] - 5, out.shape[1])
-    values, on_host = _cuda_inputs([out])
-    op.enqueue("yolov7", values, on_host, [], [], rows, settings, call.device, call.stream)
-    return int(out.shape[2] - 5)
-
-
-def _cuda_yolov7_raw(
-    op: Any,
-    call: gpu.CudaCall,
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
-) -> int:
-    levels, strides, anchor_sets, channels, total_rows = _raw_levels(
-        arrays, transforms, anchors, _cuda_array
-    )
-    settings = options(channels - 5, total_rows)
-    values, on_host = _cuda_inputs(levels)
-    if not on_host and len({level.dtype for level in levels}) > 1:
-        raise TypeError(f"{_FUNCTION}: the yolov7-raw levels must share one dtype")
+    """Checks the outputs as the CPU path does and queues their decode and NMS on `op`; returns
+    the number of classes."""
+    found = _DECODERS[request.format.name](arrays, request, anchors, _cuda_array)
+    options = found.options(request)
+    values, on_host = _cuda_inputs(found.arrays)
     op.enqueue(
-        "yolov7-raw",
+        request.format.name,
         values,
         on_host,
-        strides,
-        anchor_sets,
-        rows,
-        settings,
+        found.strides,
+        found.anchor_sets,
+        request.rows,
+        options,
         call.device,
         call.stream,
     )
-    return int(channels - 5)
-
-
-def _cuda_damo(
-    op: Any,
-    call: gpu.CudaCall,
-    arrays: list[Any],
-    transforms: Sequence[Transform],
-    rows: np.ndarray,
-    options: _Options,
-    anchors: Any,
-) -> int:
-    _expect_count(arrays, 2)
-    batch = len(transforms)
-    scores = _cuda_array("scores", arrays[0], batch, (batch, None, None))
-    boxes = _cuda_array("boxes", arrays[1], batch, (batch, scores.shape[1], 4))
-    if isinstance(scores, gpu.GpuArray) and scores.dtype != getattr(boxes, "dtype", None):
-        raise TypeError(
-            f"{_FUNCTION}: scores and boxes must share one dtype, got {gpu.describe(scores)} "
-            f"and {gpu.describe(boxes)}"
-        )
-    num_rows, num_classes = scores.shape[1], scores.shape[2]
-    settings = options(num_classes, num_rows)
-    values, on_host = _cuda_inputs([scores, boxes])
-    op.enqueue("damo", values, on_host, [], [], rows, settings, call.device, call.stream)
-    return int(num_classes)
-
-
-_CUDA_RUNNERS = {
-    "yolov7": _cuda_yolov7,
-    "yolov7-raw": _cuda_yolov7_raw,
-    "damo": _cuda_damo,
-}
-#: The formats whose decode and NMS run on the GPU.
-CUDA_FORMATS: tuple[str, ...] = tuple(_CUDA_RUNNERS)
-
-
-def _transform_rows(function: str, transforms: Sequence[Transform]) -> np.ndarray:
-    """The kernels' (B, 6) float64 form of a list of Transform."""
-    if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
-        fail(function, "transforms", transforms, "a list of Transform (one per image)", TypeError)
-    if not transforms or not all(isinstance(t, Transform) for t in transforms):
-        fail(function, "transforms", transforms, "a non-empty list of Transform")
-    return np.asarray([t.as_row() for t in transforms], dtype=np.float64)
-
-
-def _cuda_enqueue(
-    op: Any,
-    function: str,
-    outputs: Any,
-    format: str,
-    transforms: Sequence[Transform],
-    *,
-    conf: float,
-    iou: float,
-    multi_label: bool | None,
-    max_det: int | None,
-    max_candidates: int | None,
-    classes: Sequence[int] | None,
-    agnostic: bool,
-    anchors: Any,
-    device: Any,
-    stream: Any,
-) -> tuple[gpu.CudaCall, int]:
-    """Validates a CUDA postprocess call as postprocess() does and queues it on `op`; returns
-    where it runs and the number of classes."""
-    check_choice(_FUNCTION, "format", format, tuple(_CUDA_RUNNERS))
-    fmt = FORMATS[format]
-    rows = _transform_rows(function, transforms)
-    conf = check_real(_FUNCTION, "conf", conf, 0.0, 1.0)
-    iou = check_real(_FUNCTION, "iou", iou, 0.0, 1.0)
-    multi = fmt.multi_label if multi_label is None else bool(multi_label)
-    keep = fmt.max_det if max_det is None else check_integer(_FUNCTION, "max_det", max_det, 0)
-    cap = fmt.max_candidates
-    if max_candidates is not None:
-        cap = check_integer(_FUNCTION, "max_candidates", max_candidates, 1)
-    arrays = _output_list(outputs, fmt)
-    names = [f"outputs[{i}]" for i in range(len(arrays))]
-    resolved = gpu.resolve(function, arrays, device, stream, names)
-    assert resolved is not None  # device is "cuda" or "cuda:N"
-    call, arrays = resolved
-
-    def options(num_classes: int | None, max_rows: int) -> _core.PostprocessOptions:
-        return _core.PostprocessOptions(
-            conf,
-            iou,
-            multi,
-            max_rows if keep is None else keep,
-            -1 if cap is None else cap,
-            _class_list(classes, num_classes),
-            bool(agnostic),
-        )
-
-    num_classes = _CUDA_RUNNERS[format](op, call, arrays, transforms, rows, options, anchors)
-    return call, num_classes
+    return found.num_classes
 
 
 def _expect_count(arrays: list[Any], count: int) -> None:
@@ -604,15 +535,15 @@ class Postprocessor:
     def __init__(self, format: str, *, device: Any = None) -> None:
         if format not in CUDA_FORMATS:
             raise ValueError(
-                "Postprocessor: format must be one of 'yolov7', 'yolov7-raw', 'damo' (the "
-                f"formats with a CUDA implementation), got {format!r}"
+                "Postprocessor: format must be one of "
+                + ", ".join(repr(f) for f in CUDA_FORMATS)
+                + f" (the formats with a CUDA implementation), got {format!r}"
             )
         gpu.require_cuda("Postprocessor")
         wanted = gpu.parse_device(device, "Postprocessor")
         if wanted == "cpu":
             raise ValueError("Postprocessor: device must be 'cuda' or 'cuda:N', got 'cpu'")
         self.format = format
-        self._format = FORMATS[format]
         self._device = wanted if isinstance(wanted, int) and wanted >= 0 else None
         self._op = _core.PostprocessCuda()
         self._call: gpu.CudaCall | None = None
@@ -636,24 +567,14 @@ class Postprocessor:
     ) -> None:
         """Queues the postprocess of `outputs` (GPU arrays, or numpy uploaded first) on
         `stream`; arguments as fastdet.postprocess."""
+        function = "Postprocessor.enqueue"
         device = "cuda" if self._device is None else f"cuda:{self._device}"
-        self._call, self._num_classes = _cuda_enqueue(
-            self._op,
-            "Postprocessor.enqueue",
-            outputs,
-            self.format,
-            transforms,
-            conf=conf,
-            iou=iou,
-            multi_label=multi_label,
-            max_det=max_det,
-            max_candidates=max_candidates,
-            classes=classes,
-            agnostic=agnostic,
-            anchors=anchors,
-            device=device,
-            stream=stream,
-        )
+        settings = _Settings(conf, iou, multi_label, max_det, max_candidates, classes, agnostic)
+        request = _request(function, self.format, CUDA_FORMATS, transforms, settings)
+        call, arrays = _resolve(function, outputs, request, device, stream)
+        assert call is not None  # device is "cuda" or "cuda:N"
+        self._num_classes = _enqueue_cuda(self._op, call, request, arrays, anchors)
+        self._call = call
 
     def update(
         self,

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 
 from fastdet import _core, settings
-from fastdet._arguments import batch_range, gigabytes, positive_int
 from fastdet._optional import EXTRAS, available
-from fastdet.bench import add_bench_command
+from fastdet.engines.base import PRECISIONS
+from fastdet.image_files import IMAGE_SUFFIXES
+from fastdet.tools._arguments import batch_range, gigabytes, positive_int
+from fastdet.tools.bench import add_bench_command
 
 
 def _version(module: str) -> str | None:
@@ -140,7 +142,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
-    from fastdet.evaluate import val
+    from fastdet.tools.evaluate import val
 
     val(
         args.model,
@@ -165,17 +167,17 @@ def _val(args: argparse.Namespace) -> int:
 
 
 def _build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.int8 and args.calib is None:
+    int8 = args.precision == "int8"
+    if int8 and args.calib is None:
         parser.error("--int8 needs --calib DIR (a folder of calibration images)")
-    if args.calib is not None and not args.int8:
+    if args.calib is not None and not int8:
         parser.error("--calib is only used with --int8")
     from fastdet.engines.tensorrt import TensorRTEngine, TensorRTError, build_engine
 
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     batch: Any = args.dynamic_batch if args.dynamic_batch is not None else args.batch
     try:
         path = build_engine(
-            args.model, args.output, precision=precision, batch=batch, calib_dir=args.calib,
+            args.model, args.output, precision=args.precision, batch=batch, calib_dir=args.calib,
             workspace_gb=args.workspace, timing_cache=args.timing_cache, rebuild=args.rebuild,
         )  # fmt: skip
         with TensorRTEngine(path) as engine:
@@ -199,14 +201,21 @@ def add_build_command(subparsers: Any) -> argparse.ArgumentParser:
         "capability, TensorRT version, precision, input shapes and the ONNX file's content.",
     )
     build.add_argument("model", help="the .onnx file (a fastdet export carries its metadata)")
+    # One flag per precision above the default (PRECISIONS[0], fp32).
     precision = build.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="FP16 kernels where faster")
-    precision.add_argument(
-        "--int8",
-        action="store_true",
-        help="INT8, calibrated on --calib images with the model's own preprocessing (TensorRT 10)",
+    flags = {
+        "fp16": "FP16 kernels where faster",
+        "int8": "INT8, calibrated on --calib images with the model's own preprocessing "
+        "(TensorRT 10)",
+    }
+    for name in PRECISIONS[1:]:
+        precision.add_argument(
+            f"--{name}", dest="precision", action="store_const", const=name, help=flags[name]
+        )
+    build.set_defaults(precision=PRECISIONS[0])
+    build.add_argument(
+        "--calib", metavar="DIR", help="calibration images (" + "/".join(IMAGE_SUFFIXES) + ")"
     )
-    build.add_argument("--calib", metavar="DIR", help="calibration images (.jpg/.png/.bmp)")
     batch = build.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=positive_int, metavar="N", help="static batch size")
     batch.add_argument(
@@ -338,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "with the reference's detections as ground truth, largest output difference)",
     )
     validate.set_defaults(run=_val)
-    from fastdet.detect import add_detect_command
+    from fastdet.tools.detect import add_detect_command
 
     add_detect_command(commands)
     from fastdet.ray.commands import add_serve_command

@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from fastdet import gpu
-from fastdet.detections import Detections
 from fastdet.engines.base import Bindings, Engine
-from fastdet.model_spec import ModelSpec
-from fastdet.postprocess import CUDA_FORMATS, postprocess
-from fastdet.preprocess import Plan, plan
-from fastdet.profiling import StageTimer
+from fastdet.families import FORMATS
+from fastdet.ops.detections import Detections
+from fastdet.ops.postprocess import CUDA_FORMATS, postprocess
+from fastdet.ops.preprocess import Plan, plan
+from fastdet.pipeline.model_spec import ModelSpec
+from fastdet.pipeline.profiling import StageTimer
 
 MAX_GRAPHS = 8
 MAX_PLANS = 64
@@ -310,7 +311,7 @@ class GpuPipeline:
         else:
             assert ticket.host_outputs is not None
             arrays = ticket.host_outputs
-            if self.spec.format != "max-wh":
+            if FORMATS[self.spec.format].batch_first:
                 arrays = [a[: ticket.count] for a in arrays]
             detections = postprocess(
                 [a.copy() for a in arrays],

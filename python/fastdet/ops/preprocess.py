@@ -17,7 +17,8 @@ from fastdet._checks import (
     check_real,
     fail,
 )
-from fastdet.transform import MODES, Transform, make_transform, minimal_canvas
+from fastdet.families import DAMO_LEGACY_PREPROCESSING, DAMO_PREPROCESSING, YOLOV7_PREPROCESSING
+from fastdet.ops.transform import MODES, Transform, make_transform, minimal_canvas
 
 _FUNCTION = "preprocess"
 OUTPUT_DTYPES = ("float32", "float16")
@@ -27,11 +28,14 @@ OUTPUT_DTYPES = ("float32", "float16")
 #   (so scale 1/255 equals `image.astype(np.float32) / 255` bit for bit);
 # "float": bilinear in float32 with the same taps, not rounded to 8 bits (fastdet 0.1's path).
 RESAMPLE = ("opencv", "float")
-# The official pad value of each mode: YOLOv7 pads 114, DAMO-YOLO's legacy path pads 0.
 _OUTPUT_DTYPES: dict[object, np.dtype] = {
     key: np.dtype(key) for key in (*OUTPUT_DTYPES, np.float32, np.float16)
 }
-DEFAULT_PAD_VALUE = {"letterbox": 114.0, "stretch": 0.0, "topleft": 0.0}
+# The official pad value of each mode: that of the family (or DAMO-YOLO legacy path) using it.
+DEFAULT_PAD_VALUE = {
+    p.mode: p.pad_value
+    for p in (YOLOV7_PREPROCESSING, DAMO_PREPROCESSING, DAMO_LEGACY_PREPROCESSING)
+}
 
 
 def _image_list(images: Any) -> list[np.ndarray]:
@@ -165,10 +169,10 @@ class Plan:
     mul: tuple[float, ...]  # resample="float": value = sample * mul + add, in float32
     add: tuple[float, ...]
     pad: tuple[float, ...]
-    resample: str = "opencv"
-    scale: float = 1 / 255  # resample="opencv": (level * scale - mean) / std, in double
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    resample: str
+    scale: float  # resample="opencv": (level * scale - mean) / std, in double
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def pixel_map(self) -> dict[str, Any]:
         """The per-channel arguments of the kernels (csrc/bindings/preprocess_args.h)."""
@@ -200,12 +204,12 @@ def plan(
     shapes: Sequence[tuple[int, int]],
     size: int | tuple[int, int],
     *,
-    mode: str = "letterbox",
+    mode: str = YOLOV7_PREPROCESSING.mode,
     pad_value: float | None = None,
     scaleup: bool = True,
     stride: int | None = None,
-    swap_rb: bool = True,
-    scale: float = 1 / 255,
+    swap_rb: bool = YOLOV7_PREPROCESSING.swap_rb,
+    scale: float = YOLOV7_PREPROCESSING.scale,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     resample: str = "opencv",
@@ -307,12 +311,12 @@ def preprocess(
     images: np.ndarray | Sequence[np.ndarray] | Any,
     size: int | tuple[int, int],
     *,
-    mode: str = "letterbox",
+    mode: str = YOLOV7_PREPROCESSING.mode,
     pad_value: float | None = None,
     scaleup: bool = True,
     stride: int | None = None,
-    swap_rb: bool = True,
-    scale: float = 1 / 255,
+    swap_rb: bool = YOLOV7_PREPROCESSING.swap_rb,
+    scale: float = YOLOV7_PREPROCESSING.scale,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     resample: str = "opencv",

@@ -10,7 +10,6 @@ import glob
 import os
 import queue
 import threading
-import warnings
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from fastdet._checks import fail
-from fastdet._optional import available, require
+from fastdet._optional import require
 from fastdet.gpu import is_gpu_array
+from fastdet.image_files import IMAGE_SUFFIXES, read_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LIST_SUFFIXES = (".txt", ".list")
 _GLOB_CHARACTERS = "*?["
@@ -38,71 +37,6 @@ class Frame:
     frame: int | None = None  # the index in a video or camera stream
     timestamp: float | None = None  # seconds into the video
     given: bool = False  # the caller's own array (results may keep it at no cost)
-
-
-class CorruptImageWarning(UserWarning):
-    """An image file that decodes only in part (a truncated or corrupt JPEG): OpenCV fills what
-    is missing with grey or smeared blocks, and the detections on it see those pixels."""
-
-
-_JPEG_START = b"\xff\xd8\xff"
-_JPEG_END = b"\xff\xd9"
-
-
-def _jpeg_damage(path: Path, full: bool) -> str | None:
-    """What libjpeg-turbo reports about a JPEG file's data, or None when it decodes cleanly (or is
-    no JPEG). `full` decodes every file; otherwise only one whose end marker is missing — the mark
-    of a truncated file, found by reading two bytes — is decoded, so intact files cost nothing."""
-    with open(path, "rb") as file:
-        if file.read(3) != _JPEG_START:
-            return None
-        file.seek(-2, os.SEEK_END)
-        if not full and file.read(2) == _JPEG_END:
-            return None
-        file.seek(0)
-        data = file.read()
-    if not available("simplejpeg"):
-        if full:
-            require("simplejpeg", "strict=True (checking every JPEG's data)")
-        # Without the decoder to confirm it: files with data after the end marker (motion
-        # photos) land here too, which the message allows for.
-        return "no JPEG end marker at the end of the file (truncated, or data appended after it)"
-    import simplejpeg
-
-    try:
-        _, _, colour, _ = simplejpeg.decode_jpeg_header(data)
-        # Decoding at 1/8 scale still reads every entropy-coded byte (where damage shows) but
-        # skips most of the inverse DCT; CMYK data cannot be reduced to grey.
-        target = "CMYK" if colour in ("CMYK", "YCCK") else "GRAY"
-        simplejpeg.decode_jpeg(data, colorspace=target, strict=True, min_factor=8)
-    except ValueError as error:
-        return str(error)
-    return None
-
-
-def read_image(
-    path: str | os.PathLike[str], name: str, function: str = "Detector", strict: bool = False
-) -> np.ndarray:
-    """An image file as a BGR uint8 array; a ValueError naming the argument when it cannot be.
-    A JPEG that decodes only in part gives a CorruptImageWarning naming the file, or with
-    `strict` a ValueError (strict decodes every JPEG's data a second time to check it)."""
-    cv2 = require("cv2", "reading image files")
-    if not Path(path).is_file():
-        fail(function, name, str(path), "an existing image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        fail(function, name, str(path), "a readable image file (OpenCV could not decode it)")
-    damage = _jpeg_damage(Path(path), full=strict)
-    if damage is not None:
-        if strict:
-            fail(function, name, str(path), f"an intact JPEG (libjpeg-turbo: {damage})")
-        warnings.warn(
-            f"{path}: decoded only in part ({damage}); detections on it see the damaged area "
-            "(strict=True / --strict refuses such files)",
-            CorruptImageWarning,
-            stacklevel=2,
-        )
-    return image
 
 
 class Source:
@@ -369,13 +303,10 @@ def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
 
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
-    "CorruptImageWarning",
     "Frame",
     "Source",
     "batched",
     "open_source",
     "read_ahead",
-    "read_image",
 ]

@@ -11,12 +11,8 @@ from typing import Any
 from fastdet._checks import check_choice, fail
 from fastdet.coco import CLASS_NAMES
 from fastdet.engines.base import Engine, TensorSpec
+from fastdet.families import FAMILIES, FORMATS, PREPROCESSING
 from fastdet.metadata import ModelMetadata
-from fastdet.postprocess import FORMATS
-from fastdet.zoo.info import DAMO_PREPROCESSING, YOLOV7_PREPROCESSING
-
-FAMILIES = ("yolov7", "damo")
-_END2END_NAMES = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,7 @@ def _infer_format(
     an unrelated network is not read as a detector."""
     names = tuple(t.name for t in outputs)
     ranks = tuple(len(t.shape) for t in outputs)
-    if names == _END2END_NAMES or (len(outputs) == 4 and ranks == (2, 3, 2, 2)):
+    if names == FORMATS["end2end"].output_names or (len(outputs) == 4 and ranks == (2, 3, 2, 2)):
         k = outputs[1].shape[1]
         if (
             ranks == (2, 3, 2, 2)
@@ -188,7 +184,7 @@ def infer_spec(
             "Detector: a raw (no --grid) YOLOv7 export needs its anchors: pass anchors= "
             "(e.g. fastdet.zoo.info('yolov7').anchors)"
         )
-    preprocessing = (YOLOV7_PREPROCESSING if family == "yolov7" else DAMO_PREPROCESSING).as_kwargs()
+    preprocessing = PREPROCESSING[family].as_kwargs()
     return ModelSpec(
         family,
         format,

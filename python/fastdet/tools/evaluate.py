@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from fastdet._checks import check_choice, check_integer, fail
-from fastdet._optional import require
-from fastdet.protocols import PROTOCOLS
-from fastdet.sources import IMAGE_SUFFIXES
+from fastdet._optional import available, require
+from fastdet.image_files import images_in
+from fastdet.settings import __version__
+from fastdet.tools.protocols import PROTOCOLS
 
 #: COCOeval.stats in order.
 STAT_NAMES = (
@@ -107,16 +108,13 @@ def coco_eval(
 
 
 def image_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The image files of a folder (COCO layout: DIR/val2017/*.jpg or DIR/*.jpg), sorted."""
+    """The image files of a folder (COCO layout: DIR/val2017/*.jpg or DIR/*.jpg; any of
+    IMAGE_SUFFIXES), sorted."""
     root = Path(folder)
     if not root.is_dir():
         fail("val", "data", str(root), "a folder of images (or a COCO folder with val2017/)")
     for candidate in (root / "images" / "val2017", root / "val2017", root):
-        files = (
-            sorted(p for p in candidate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if candidate.is_dir()
-            else []
-        )
+        files = images_in(candidate) if candidate.is_dir() else []
         if files:
             return files
     fail("val", "data", str(root), "a folder that holds images")
@@ -171,11 +169,11 @@ def val(
     protocol:
         "engine" (default): the Detector as deployed, every image preprocessed to the engine's
             fixed input: what an exported engine scores.
-        "official": the family's own evaluation script reproduced (fastdet.protocols): YOLOv7's
-            test.py (INTER_AREA load to the long side, rectangular batches of `batch_size`
-            sorted by aspect ratio, letterbox without enlarging, its mapping back and JSON
-            rounding) or DAMO-YOLO's tools/eval.py (PIL decoding, stretch, its mapping back,
-            unrounded records). What official checkpoints score their published mAP with.
+        "official": the family's own evaluation script reproduced (fastdet.tools.protocols):
+            YOLOv7's test.py (INTER_AREA load to the long side, rectangular batches of
+            `batch_size` sorted by aspect ratio, letterbox without enlarging, its mapping back
+            and JSON rounding) or DAMO-YOLO's tools/eval.py (PIL decoding, stretch, its mapping
+            back, unrounded records). What official checkpoints score their published mAP with.
             YOLOv7 needs an engine that takes any input shape: a zoo name runs on the torch
             backend unless another is asked for; a fixed-shape engine is refused.
     batch_size: images per batch; default 32 for "official" (test.py's, which decides
@@ -196,7 +194,7 @@ def val(
     Returns the coco_eval metrics plus "protocol", "settings", "images", "seconds" and "stages"
     (per-stage timings), and "agreement" (a dict of fastdet.agreement.Agreement, or None).
     """
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     check_choice("val", "protocol", protocol, PROTOCOLS)
     if batch_size is not None:
@@ -223,7 +221,7 @@ def val(
     thresholds = _evaluation_settings(detector)
     started = time.perf_counter()
     if protocol == "official":
-        from fastdet.protocols import DEFAULT_BATCH_SIZE, check_official, run_official
+        from fastdet.tools.protocols import DEFAULT_BATCH_SIZE, check_official, run_official
 
         check_official(detector)  # before any image is read
         sizes = {
@@ -313,8 +311,8 @@ def _agreement(
 ) -> Any:
     """The candidate's predictions against the fp32 ONNX Runtime reference's on the same
     images (None for a Detector object: its model cannot be loaded again)."""
-    from fastdet.agreement import Agreement, detection_agreement, output_difference
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
+    from fastdet.tools.agreement import Agreement, detection_agreement, output_difference
 
     if isinstance(model, Detector):
         return None
@@ -371,8 +369,6 @@ def _metadata(
     model: Any, root: Path, ann_path: Path, target: Path, metrics: dict[str, Any]
 ) -> dict[str, Any]:
     """What a predictions file was made with: the protocol and its settings, and the scores."""
-    from fastdet import __version__
-
     return {
         "predictions": target.name,
         "protocol": metrics["protocol"],
@@ -390,8 +386,6 @@ def _metadata(
 @contextlib.contextmanager
 def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int], None]]:
     """advance(n) moves a progress bar of `total` images by n (tqdm when installed, else none)."""
-    from fastdet._optional import available
-
     if not show or not available("tqdm"):
         yield lambda _: None
         return
@@ -403,8 +397,6 @@ def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int], None]]:
 
 def _progress(items: Iterable[Any], total: int, show: bool) -> Iterable[Any]:
     """A progress bar over the images when asked for (tqdm when installed, else none)."""
-    from fastdet._optional import available
-
     if not show or not available("tqdm"):
         return items
     from tqdm import tqdm

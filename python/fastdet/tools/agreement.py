@@ -139,7 +139,7 @@ def output_difference(reference: Any, candidate: Any, images: Sequence[np.ndarra
     """The largest absolute difference between two Detectors' raw network outputs on the same
     images, preprocessed once with the reference's preprocessing (the two must share the model's
     input and outputs). None when their output shapes differ (a per-detection output)."""
-    from fastdet.preprocess import preprocess
+    from fastdet.ops.preprocess import preprocess
 
     largest = 0.0
     for image in images:

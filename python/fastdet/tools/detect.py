@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from fastdet._arguments import positive_int, probability
 from fastdet._optional import available, require
+from fastdet.tools._arguments import positive_int, probability
 
 RUNS = Path("runs") / "detect"
 #: The summary row of each frame's stage times added up.
@@ -221,8 +221,8 @@ def _run_on_ray(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The command; returns the exit status (130 after Ctrl-C)."""
-    from fastdet.detector import Detector
-    from fastdet.sources import open_source
+    from fastdet.pipeline.detector import Detector
+    from fastdet.pipeline.sources import open_source
 
     # Outputs first: nothing runs before they are known to be writable.
     if args.ray is not None:
@@ -305,7 +305,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _frame_rates(source: Any) -> dict[str, float | None]:
     """Each video's (or the camera's) frame rate, by its path."""
-    from fastdet.sources import Chain, Video
+    from fastdet.pipeline.sources import Chain, Video
 
     parts = source.sources if isinstance(source, Chain) else [source]
     rates: dict[str, float | None] = {}
@@ -346,7 +346,7 @@ def _summary(
 
 def add_detect_command(subparsers: Any) -> argparse.ArgumentParser:
     """Adds `detect` to the `fastdet` command's subparsers; returns its parser."""
-    from fastdet.detector import BACKENDS, DEVICES
+    from fastdet.pipeline.detector import BACKENDS, DEVICES
 
     detect = subparsers.add_parser(
         "detect",

@@ -35,16 +35,16 @@ from typing import Any
 import numpy as np
 
 from fastdet._checks import fail
-from fastdet.detections import Detections
 from fastdet.engines.base import Engine
 from fastdet.gpu import is_gpu_array
-from fastdet.model_spec import ModelSpec
-from fastdet.pipeline import Settings
-from fastdet.postprocess import postprocess
-from fastdet.preprocess import check_image, preprocess
-from fastdet.profiling import StageTimer
-from fastdet.sources import Frame, read_ahead
-from fastdet.transform import Transform
+from fastdet.ops.detections import Detections
+from fastdet.ops.postprocess import postprocess
+from fastdet.ops.preprocess import check_image, preprocess
+from fastdet.ops.transform import Transform
+from fastdet.pipeline.gpu_pipeline import Settings
+from fastdet.pipeline.model_spec import ModelSpec
+from fastdet.pipeline.profiling import StageTimer
+from fastdet.pipeline.sources import Frame, read_ahead
 
 #: Prepared batches queued between the producer and the engine. One keeps the engine fed when the
 #: producer is the faster side (reading and letterboxing cost a small part of a CPU inference); each

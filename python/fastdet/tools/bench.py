@@ -1,6 +1,6 @@
 """fastdet bench: the comparison table users know (size, mAP, CPU ONNX ms, GPU ms, params, FLOPs)
 with this machine's measurements beside the published figures, per-stage percentiles, a check of
-the machine's load, and reports (fastdet.bench_report).
+the machine's load, and reports (fastdet.tools.bench_report).
 
 Every argument is checked before anything is built; a backend that cannot run here is skipped
 with one line; a job (model, backend, batch) that fails is reported in its row and the run goes
@@ -15,27 +15,29 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fastdet import machine_load, settings
-from fastdet._arguments import positive_int
-from fastdet.bench_chart import require_matplotlib
-from fastdet.bench_report import (
+from fastdet import settings
+from fastdet.engines.base import PRECISIONS as ENGINE_PRECISIONS
+from fastdet.pipeline.profiling import StageStats, StageTimer
+from fastdet.tools import machine_load
+from fastdet.tools._arguments import positive_int
+from fastdet.tools.bench_chart import require_matplotlib
+from fastdet.tools.bench_report import (
     BUSY_MARK,
+    BenchResult,
     build_table,
     format_report,
     format_table,
     load_warnings,
     save_reports,
     stage_lines,
-    table_rows,
 )
-from fastdet.machine_load import LoadSample
-from fastdet.profiling import StageStats, StageTimer
+from fastdet.tools.machine_load import LoadSample
 from fastdet.zoo.info import RandomWeightsWarning
 
 __all__ = [
@@ -52,13 +54,13 @@ __all__ = [
     "run",
     "save_reports",
     "stage_lines",
-    "table_rows",
 ]
 
 #: The seed table's six models ("YOLOv7l" is yolov7).
 DEFAULT_MODELS = ("yolov7", "yolov7x", "damo-yolo-t", "damo-yolo-s", "damo-yolo-m", "damo-yolo-l")
 BACKENDS = ("onnxruntime", "onnxruntime-cuda", "openvino", "tensorrt", "torch", "torch-cuda")
-PRECISIONS = ("fp32", "fp16")  # the bench has no calibration images for int8
+# The bench has no calibration images for int8; OpenVINO runs at every precision the CPU has.
+PRECISIONS = tuple(p for p in ENGINE_PRECISIONS if p in ("fp32", "fp16"))
 # Official checkpoint file names, to find them in --weights DIR.
 CHECKPOINT_PATTERNS = {
     "yolov7-tiny": "yolov7-tiny.pt",
@@ -77,36 +79,6 @@ CHECKPOINT_PATTERNS = {
     "damo-yolo-nm": "damoyolo_tinynasL18_Nm*.pth",
     "damo-yolo-nl": "damoyolo_tinynasL20_Nl*.pth",
 }
-
-
-@dataclass
-class BenchResult:
-    """One job: a model on one backend at one batch size. `latency` is None when it failed
-    (`error` says why); published figures are not copied here (fastdet.zoo.info has them)."""
-
-    model: str
-    backend: str
-    device: str  # "cpu" or "cuda"
-    precision: str
-    batch: int
-    input_size: int
-    threads: int  # CPU threads (ONNX Runtime intra-op and fastdet's kernels)
-    device_name: str  # "CPU" or the GPU's name ("H200")
-    latency: StageStats | None = None  # end to end, ms per batch
-    stages: dict[str, StageStats] = field(default_factory=dict)
-    images_per_second: float | None = None
-    params_m: float | None = None
-    gflops: float | None = None
-    measured_map: float | None = None
-    random_weights: bool = True
-    error: str | None = None
-    map_error: str | None = None
-    load_before: LoadSample | None = None
-    load_during: LoadSample | None = None
-    notes: list[str] = field(default_factory=list)
-    # CPU jobs other than the ONNX Runtime fp32 reference: fastdet.agreement against it
-    agreement_map: float | None = None
-    max_output_difference: float | None = None
 
 
 @dataclass
@@ -248,7 +220,7 @@ def bench_one(
 ) -> Timing:
     """Builds the Detector, warms it up, checks the machine's load, then times `iters` calls
     while watching the load."""
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
 
     name, device = _split_backend(backend)
     detector = Detector(
@@ -392,7 +364,7 @@ def run(
         if weights is not None and data is not None:
             if model not in maps:
                 try:
-                    from fastdet.evaluate import val
+                    from fastdet.tools.evaluate import val
 
                     # Beside the published figures: the protocol they were measured with.
                     found_map = val(
@@ -420,7 +392,7 @@ def _agreement_photos(
         if folder is None:
             continue
         from fastdet._optional import require
-        from fastdet.evaluate import image_files
+        from fastdet.tools.evaluate import image_files
 
         cv2 = require("cv2", "fastdet bench's agreement (reading photos)")
         found = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in image_files(folder)[:count]]
@@ -436,8 +408,8 @@ def _measure_agreement(
     weights: Path | None,
 ) -> None:
     """The job's agreement with the ONNX Runtime fp32 Detector of its model, in its row."""
-    from fastdet.agreement import compare
-    from fastdet.detector import Detector
+    from fastdet.pipeline.detector import Detector
+    from fastdet.tools.agreement import compare
 
     try:
         if result.model not in references:

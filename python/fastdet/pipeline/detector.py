@@ -10,28 +10,29 @@ import warnings
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fastdet import settings
 from fastdet._checks import MAX_INPUT_SIDE, check_choice, check_integer, check_real, fail
 from fastdet.cache import cache_dir, record_digest, valid_entry
-from fastdet.detections import Detections
-from fastdet.engines.base import Engine
-from fastdet.model_spec import ModelSpec, infer_spec, spec_from_metadata
-from fastdet.pipeline import Settings
-from fastdet.profiling import StageStats, StageTimer, Throughput
-from fastdet.zoo.info import RandomWeightsWarning, random_weights_message, thresholds
-
-if TYPE_CHECKING:
-    from fastdet.sources import Frame
+from fastdet.engines.base import PRECISIONS, Engine
+from fastdet.families import EXPORT_FORMATS, FORMATS
+from fastdet.gpu import is_gpu_array
+from fastdet.image_files import IMAGE_SUFFIXES
+from fastdet.ops.detections import Detections
+from fastdet.pipeline.gpu_pipeline import GpuPipeline, Settings, check_gpu_images
+from fastdet.pipeline.host_pipeline import HostPipeline
+from fastdet.pipeline.model_spec import ModelSpec, infer_spec, spec_from_metadata
+from fastdet.pipeline.profiling import StageStats, StageTimer, Throughput
+from fastdet.pipeline.sources import Frame, batched, open_source, read_ahead
+from fastdet.zoo.info import MODELS, RandomWeightsWarning, info, random_weights_message, thresholds
 
 DEVICES = ("auto", "cpu", "cuda")
 #: Images per batch for engines without a batch of their own (dynamic-batch ONNX, torch)
 DEFAULT_BATCH = 8
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 def _resolve_device(device: str, backend: str) -> str:
@@ -93,8 +94,9 @@ def _tensorrt_importable() -> bool:
     return True
 
 
-def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool) -> Path:
-    """The zoo variant exported once to ONNX under the cache folder, keyed by what shapes it."""
+def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None) -> Path:
+    """The zoo variant exported once to fp32 ONNX under the cache folder, keyed by what shapes
+    it."""
     from fastdet.zoo import export
 
     tag = "random"
@@ -102,9 +104,7 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool
         tag = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
     size = "default" if imgsz is None else str(imgsz)
     batch_tag = "dyn" if batch is None else f"b{batch}"
-    path = (
-        cache_dir() / "onnx" / f"{name}-{tag}-{size}-{batch_tag}-{'fp16' if half else 'fp32'}.onnx"
-    )
+    path = cache_dir() / "onnx" / f"{name}-{tag}-{size}-{batch_tag}-fp32.onnx"
     if not valid_entry(path):
         export(
             name,
@@ -113,13 +113,22 @@ def _zoo_onnx(name: str, weights: Any, imgsz: Any, batch: int | None, half: bool
             imgsz=imgsz,
             batch=batch or 1,
             dynamic_batch=batch is None,
-            half=half,
         )
         record_digest(path)
     return path
 
 
 MAX_DET = 2**31 - 1
+
+
+class _Overrides(NamedTuple):
+    """A call's thresholds (None: the Detector's own)."""
+
+    conf: float | None
+    iou: float | None
+    max_det: int | None
+    classes: Any
+    multi_label: bool | None
 
 
 def _check_imgsz(imgsz: Any) -> tuple[int, int]:
@@ -141,9 +150,6 @@ def _check_flag(name: str, value: Any) -> bool:
 
 def _single_image(source: Any) -> bool:
     """One image in (one Detections out): an H x W x 3 array or the path of an image file."""
-    from fastdet.gpu import is_gpu_array
-    from fastdet.sources import IMAGE_SUFFIXES
-
     if isinstance(source, np.ndarray) or is_gpu_array(source):
         return len(source.shape) == 3
     if isinstance(source, (str, os.PathLike)):
@@ -170,10 +176,10 @@ class Detector:
     Thresholds default to each family's detect settings and can change per call.
 
     On a GPU (device="cuda" with a TensorRT or torch engine, or a GPU-capable ONNX Runtime) the
-    whole frame runs on the GPU (fastdet.pipeline): images, numpy or GPU arrays (torch, CuPy,
-    anything with ``__cuda_array_interface__`` or ``__dlpack__``, read in place), are letterboxed
-    into the engine's input binding, and decode + NMS read its outputs; only the detections come
-    back.
+    whole frame runs on the GPU (fastdet.pipeline.gpu_pipeline): images, numpy or GPU arrays
+    (torch, CuPy, anything with ``__cuda_array_interface__`` or ``__dlpack__``, read in place),
+    are letterboxed into the engine's input binding, and decode + NMS read its outputs; only the
+    detections come back.
 
     Threads: one Detector may be called from several threads at once. Each thread gets its own
     engine clone (execution context, stream and buffers) sharing the loaded weights; the GIL is
@@ -340,8 +346,6 @@ class Detector:
         imgsz: Any,
         anchors: Any,
     ) -> tuple[Engine, ModelSpec]:
-        from fastdet.zoo.info import MODELS
-
         if isinstance(model, (str, os.PathLike)) and str(model) in MODELS:
             return self._load_zoo(str(model), backend, batch, threads, weights, imgsz)
         if isinstance(model, (str, os.PathLike)):
@@ -360,9 +364,8 @@ class Detector:
                 if use_trt:
                     from fastdet.engines.tensorrt import load_or_build
 
-                    precision = "fp16" if self.precision == "fp16" else self.precision
                     engine = load_or_build(
-                        path, precision=precision, batch=batch or 1, calib_dir=self._calib_dir
+                        path, precision=self.precision, batch=batch or 1, calib_dir=self._calib_dir
                     )
                 elif backend == "openvino":
                     engine = self._openvino_engine(path, threads, family, format, imgsz, anchors)
@@ -429,8 +432,7 @@ class Detector:
         imgsz: Any,
     ) -> tuple[Engine, ModelSpec]:
         from fastdet.zoo import build
-        from fastdet.zoo.info import info
-        from fastdet.zoo.onnx_export import OUTPUT_NAMES, metadata_for
+        from fastdet.zoo.onnx_export import metadata_for
 
         model_info = info(name)
         if backend == "torch":
@@ -444,14 +446,14 @@ class Detector:
             engine = TorchEngine(
                 build(name, weights),
                 input_size=size,
-                output_names=OUTPUT_NAMES[model_info.family],
+                output_names=FORMATS[model_info.output_format].output_names,
                 device=self.device,
                 precision=self.precision,
                 batch=batch,
                 metadata=metadata,
             )
             return engine, spec_from_metadata(metadata)
-        onnx_path = _zoo_onnx(name, weights, imgsz, batch, half=False)
+        onnx_path = _zoo_onnx(name, weights, imgsz, batch)
         return self._load(onnx_path, backend, batch, threads, None, None, None, None, None)
 
     def _load_module(
@@ -473,11 +475,10 @@ class Detector:
                 "a zoo name or file; a torch module needs family=, format= and imgsz=",
             )
         size = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-        names = ("output",) if family == "yolov7" else ("scores", "boxes")
         engine = TorchEngine(
             module,
             input_size=size,
-            output_names=names,
+            output_names=FORMATS[EXPORT_FORMATS[family]].output_names,
             device=self.device,
             precision=self.precision,
             batch=batch,
@@ -502,7 +503,6 @@ class Detector:
         found = getattr(self._local, "pipeline", None)
         if found is None:
             from fastdet.cuda import CudaRuntime
-            from fastdet.pipeline import GpuPipeline
 
             found = GpuPipeline(self._thread_engine(), self.spec, CudaRuntime(), self._timer)
             self._local.pipeline = found
@@ -522,22 +522,17 @@ class Detector:
         strict: bool = False,
     ) -> Detections | list[Detections]:
         """Detections for one image (an array or an image path) or a list of them for anything
-        else fastdet.sources reads: a list of arrays or paths (mixed sizes), an (N, H, W, 3)
-        array, a folder, a glob, a video, a list file or a camera index. Images are read and run
-        a batch at a time; results of files keep their path (plot() reads it again), results of
-        arrays keep the array. For long sources prefer stream(): this returns them all.
+        else fastdet.pipeline.sources reads: a list of arrays or paths (mixed sizes), an
+        (N, H, W, 3) array, a folder, a glob, a video, a list file or a camera index. Images are
+        read and run a batch at a time; results of files keep their path (plot() reads it
+        again), results of arrays keep the array. For long sources prefer stream(): this returns
+        them all.
 
         The keyword arguments override the Detector's thresholds for this call only. A JPEG
         that decodes only in part gives a fastdet.CorruptImageWarning naming the file; `strict`
         refuses it with a ValueError instead.
         """
-        overrides = {
-            "conf": conf,
-            "iou": iou,
-            "max_det": max_det,
-            "classes": classes,
-            "multi_label": multi_label,
-        }
+        overrides = _Overrides(conf, iou, max_det, classes, multi_label)
         single = _single_image(source)
         results = list(
             self._stream(source, overrides, batch=None, keep_frames=False, strict=strict)
@@ -567,27 +562,18 @@ class Detector:
         and waits for it. `strict` as for calling the Detector."""
         if batch is not None:
             batch = check_integer("Detector.stream", "batch", batch, 1, 4096)
-        overrides = {
-            "conf": conf,
-            "iou": iou,
-            "max_det": max_det,
-            "classes": classes,
-            "multi_label": multi_label,
-        }
+        overrides = _Overrides(conf, iou, max_det, classes, multi_label)
         return self._stream(source, overrides, batch=batch, keep_frames=True, strict=strict)
 
     def _stream(
         self,
         source: Any,
-        overrides: dict[str, Any],
+        overrides: _Overrides,
         *,
         batch: int | None,
         keep_frames: bool,
         strict: bool,
     ) -> Iterator[Detections]:
-        from fastdet.host_pipeline import HostPipeline
-        from fastdet.sources import batched, open_source, read_ahead
-
         strict = _check_flag("strict", strict)
         frames = open_source(source, strict=strict)  # checks the source before anything runs
         settings = self._settings(overrides)
@@ -632,9 +618,6 @@ class Detector:
 
     def _detect(self, images: list[Any], settings: Settings, pipeline: Any) -> list[Detections]:
         """Detections for images in memory (numpy or GPU arrays) on the GPU pipeline."""
-        from fastdet.gpu import is_gpu_array
-        from fastdet.pipeline import check_gpu_images
-
         gpu_flags = [is_gpu_array(image) for image in images]
         if any(gpu_flags):
             if not all(gpu_flags):
@@ -648,25 +631,19 @@ class Detector:
             check_gpu_images(images, "Detector")
         return list(pipeline.run(images, settings))
 
-    def _settings(self, overrides: dict[str, Any]) -> Settings:
-        own = {
-            "conf": self.conf,
-            "iou": self.iou,
-            "max_det": self.max_det,
-            "classes": self.classes,
-            "multi_label": self.multi_label,
-        }
+    def _settings(self, overrides: _Overrides) -> Settings:
+        """A call's thresholds: the Detector's, with the call's overrides checked."""
+        own = _Overrides(self.conf, self.iou, self.max_det, self.classes, self.multi_label)
         chosen: dict[str, Any] = {
-            k: own[k] if overrides.get(k) is None else overrides[k] for k in own
+            name: mine if given is None else given
+            for (name, mine), given in zip(own._asdict().items(), overrides, strict=True)
         }
-        if overrides.get("multi_label") is not None:
-            chosen["multi_label"] = _check_flag("multi_label", overrides["multi_label"])
-        if overrides.get("max_det") is not None:
-            chosen["max_det"] = check_integer(
-                "Detector", "max_det", overrides["max_det"], 0, MAX_DET
-            )
-        if overrides.get("classes") is not None:
-            chosen["classes"] = self._class_ids(overrides["classes"], "classes")
+        if overrides.multi_label is not None:
+            chosen["multi_label"] = _check_flag("multi_label", overrides.multi_label)
+        if overrides.max_det is not None:
+            chosen["max_det"] = check_integer("Detector", "max_det", overrides.max_det, 0, MAX_DET)
+        if overrides.classes is not None:
+            chosen["classes"] = self._class_ids(overrides.classes, "classes")
         return Settings(agnostic=self.agnostic, **chosen)
 
     def profile(self, reset: bool = False) -> dict[str, StageStats]:

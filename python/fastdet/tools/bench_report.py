@@ -18,15 +18,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from fastdet import settings
-
-if TYPE_CHECKING:
-    from fastdet.bench import BenchResult
-    from fastdet.machine_load import LoadSample
+from fastdet.pipeline.profiling import StageStats
+from fastdet.tools.bench_chart import Series, render_chart
+from fastdet.tools.machine_load import LoadSample, cpu_count
+from fastdet.zoo.info import SEED_TABLE, info
 
 #: The seed table's columns, in its order: the table users know.
 SEED_COLUMNS = (
@@ -38,6 +38,7 @@ SEED_COLUMNS = (
     "params (M)",
     "FLOPs (B)",
 )
+MODEL, SIZE, MAP, CPU_ONNX, T4_TRT10, PARAMS, FLOPS = SEED_COLUMNS
 #: A p99 from fewer timed runs than this is an estimate and is marked.
 P99_MIN_RUNS = 100
 P99_MARK = "*"
@@ -54,6 +55,36 @@ _ENGINES = {
     "tensorrt": "TensorRT",
     "torch": "PyTorch",
 }
+
+
+@dataclass
+class BenchResult:
+    """One job: a model on one backend at one batch size. `latency` is None when it failed
+    (`error` says why); published figures are not copied here (fastdet.zoo.info has them)."""
+
+    model: str
+    backend: str
+    device: str  # "cpu" or "cuda"
+    precision: str
+    batch: int
+    input_size: int
+    threads: int  # CPU threads (ONNX Runtime intra-op and fastdet's kernels)
+    device_name: str  # "CPU" or the GPU's name ("H200")
+    latency: StageStats | None = None  # end to end, ms per batch
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    images_per_second: float | None = None
+    params_m: float | None = None
+    gflops: float | None = None
+    measured_map: float | None = None
+    random_weights: bool = True
+    error: str | None = None
+    map_error: str | None = None
+    load_before: LoadSample | None = None
+    load_during: LoadSample | None = None
+    notes: list[str] = field(default_factory=list)
+    # CPU jobs other than the ONNX Runtime fp32 reference: fastdet.agreement against it
+    agreement_map: float | None = None
+    max_output_difference: float | None = None
 
 
 # -- published figures ---------------------------------------------------------------------
@@ -76,8 +107,6 @@ class Published:
 
 
 def published(model: str) -> Published:
-    from fastdet.zoo.info import SEED_TABLE, info
-
     model_info = info(model)
     seed = SEED_TABLE.get(model)
     return Published(
@@ -152,7 +181,7 @@ def hardware(r: BenchResult) -> tuple[str, str]:
 def _latency_columns(r: BenchResult) -> tuple[Column, Column]:
     what, threads = hardware(r)
     batch = "" if r.batch == 1 else f"b{r.batch}"
-    group = "Speed CPU ONNX (ms)" if what == "CPU ONNX" else f"Speed {what} (ms)"
+    group = CPU_ONNX if what == "CPU ONNX" else f"Speed {what} (ms)"
     columns = []
     for stat in ("p50", "p99"):
         detail = " ".join(part for part in (threads, batch, stat) if part)
@@ -201,7 +230,7 @@ def build_table(results: Sequence[BenchResult]) -> Table:
     for r in results:  # one pair of columns per device, backend, precision and batch
         pair = _latency_columns(r)
         (cpu if r.device == "cpu" else gpu).setdefault(pair[0].name, pair)
-    cpu_onnx = [c for pair in cpu.values() if pair[0].group == "Speed CPU ONNX (ms)" for c in pair]
+    cpu_onnx = [c for pair in cpu.values() if pair[0].group == CPU_ONNX for c in pair]
     agreement = {
         _latency_columns(r)[0].name: _agreement_column(r)
         for r in results
@@ -210,23 +239,26 @@ def build_table(results: Sequence[BenchResult]) -> Table:
     cpu_other = [
         c
         for pair in cpu.values()
-        if pair[0].group != "Speed CPU ONNX (ms)"
+        if pair[0].group != CPU_ONNX
         for c in (*pair, *([agreement[pair[0].name]] if pair[0].name in agreement else []))
     ]
+    measured_map, measured_params, measured_flops = (
+        _measured_column(name) for name in (MAP, PARAMS, FLOPS)
+    )
     columns = [
-        _plain("Model"),
-        _plain("size (pixels)"),
-        _published_column("mAP val 50-95"),
-        _measured_column("mAP val 50-95"),
-        _published_column("Speed CPU ONNX (ms)"),
+        _plain(MODEL),
+        _plain(SIZE),
+        _published_column(MAP),
+        measured_map,
+        _published_column(CPU_ONNX),
         *cpu_onnx,
         *cpu_other,
-        _published_column("Speed T4 TensorRT10 (ms)"),
+        _published_column(T4_TRT10),
         *(c for pair in gpu.values() for c in pair),
-        _published_column("params (M)"),
-        _measured_column("params (M)"),
-        _published_column("FLOPs (B)"),
-        _measured_column("FLOPs (B)"),
+        _published_column(PARAMS),
+        measured_params,
+        _published_column(FLOPS),
+        measured_flops,
     ]
     rows: dict[str, dict[str, str]] = {}
     for m in models:
@@ -234,12 +266,12 @@ def build_table(results: Sequence[BenchResult]) -> Table:
         row = dict.fromkeys((c.name for c in columns), "-")
         row.update(
             {
-                "Model": pub.label,
-                "size (pixels)": str(pub.size),
-                "mAP val 50-95": _published_fmt(pub.map),
-                "Speed T4 TensorRT10 (ms)": _published_fmt(pub.t4_trt10_ms),
-                "params (M)": _published_fmt(pub.params_m),
-                "FLOPs (B)": _published_fmt(pub.gflops),
+                MODEL: pub.label,
+                SIZE: str(pub.size),
+                MAP: _published_fmt(pub.map),
+                T4_TRT10: _published_fmt(pub.t4_trt10_ms),
+                PARAMS: _published_fmt(pub.params_m),
+                FLOPS: _published_fmt(pub.gflops),
             }
         )
         rows[m] = row
@@ -267,13 +299,13 @@ def build_table(results: Sequence[BenchResult]) -> Table:
             row[_agreement_column(r).name] = f"{r.agreement_map:.3f}"
         if r.map_error is not None:
             errors.append(f"{r.model} mAP failed: {r.map_error}")
-            row["measured mAP val 50-95"] = f"error [{len(errors)}]"
+            row[measured_map.name] = f"error [{len(errors)}]"
         elif r.measured_map is not None:
-            row["measured mAP val 50-95"] = _fmt(r.measured_map)
-        if r.params_m is not None and row["measured params (M)"] == "-":
-            row["measured params (M)"] = f"{r.params_m:.2f}"
-        if r.gflops is not None and row["measured FLOPs (B)"] == "-":
-            row["measured FLOPs (B)"] = f"{r.gflops:.1f}"
+            row[measured_map.name] = _fmt(r.measured_map)
+        if r.params_m is not None and row[measured_params.name] == "-":
+            row[measured_params.name] = f"{r.params_m:.2f}"
+        if r.gflops is not None and row[measured_flops.name] == "-":
+            row[measured_flops.name] = f"{r.gflops:.1f}"
         if r.input_size != pubs[r.model].size:
             notes.append(
                 f"{r.model}: measured at {r.input_size} pixels (--imgsz), published at "
@@ -313,8 +345,6 @@ def build_table(results: Sequence[BenchResult]) -> Table:
 
 def _source_notes(pubs: Sequence[Published], results: Sequence[BenchResult]) -> list[str]:
     """Where each published figure comes from, and what the measured ones are."""
-    from fastdet.zoo.info import info
-
     notes = []
     seed = [p for p in pubs if p.seed]
     others = [p for p in pubs if not p.seed]
@@ -353,11 +383,6 @@ def _source_notes(pubs: Sequence[Published], results: Sequence[BenchResult]) -> 
             "at the input size); mAP '-' without official weights (--weights DIR --data COCO)."
         )
     return notes
-
-
-def table_rows(results: Sequence[BenchResult]) -> list[dict[str, str]]:
-    """The comparison table's rows (column name -> cell), in column order."""
-    return build_table(results).rows
 
 
 def format_table(rows: Sequence[dict[str, str]]) -> str:
@@ -400,8 +425,6 @@ def stage_lines(results: Sequence[BenchResult]) -> str:
 
 def environment(command: str | None = None) -> dict[str, Any]:
     """Machine, versions and the command, for the saved reports."""
-    from fastdet.machine_load import cpu_count
-
     versions = {
         "fastdet": settings.__version__,
         "numpy": np.__version__,
@@ -563,7 +586,7 @@ def _cell_class(column: Column, text: str) -> str:
         kind += " error"
     elif text.endswith(BUSY_MARK):
         kind += " busy"
-    if column.name == "Model":
+    if column.name == MODEL:
         kind += " model"
     return kind
 
@@ -633,8 +656,6 @@ def chart_series(results: Sequence[BenchResult]) -> list[Any]:
     the published points (the seed table's T4 TensorRT10; the README's latency, on its own
     hardware, for other rows) and one line per measured device and backend at batch 1 (mAP
     measured, else the published one, and the legend says which)."""
-    from fastdet.bench_chart import Series
-
     pubs = sorted(
         (published(m) for m in dict.fromkeys(r.model for r in results)), key=lambda p: p.gflops
     )
@@ -681,8 +702,6 @@ def render_html(
 ) -> str:
     """The self-contained HTML report (inline CSS and SVG, no external files)."""
     try:
-        from fastdet.bench_chart import render_chart
-
         chart = render_chart(chart_series(results))
     except ImportError as error:
         chart = f'<p class="chart-missing">No chart: {html.escape(str(error))}</p>'
