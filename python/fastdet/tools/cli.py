@@ -15,7 +15,7 @@ import numpy as np
 
 from fastdet import _core, settings
 from fastdet._optional import EXTRAS, available
-from fastdet.engines.base import PRECISIONS
+from fastdet.engines.tensorrt.api import TENSORRT_PRECISIONS
 from fastdet.image_files import IMAGE_SUFFIXES
 from fastdet.tools._arguments import batch_range, gigabytes, positive_int
 from fastdet.tools.bench import add_bench_command
@@ -201,18 +201,18 @@ def add_build_command(subparsers: Any) -> argparse.ArgumentParser:
         "capability, TensorRT version, precision, input shapes and the ONNX file's content.",
     )
     build.add_argument("model", help="the .onnx file (a fastdet export carries its metadata)")
-    # One flag per precision above the default (PRECISIONS[0], fp32).
+    # One flag per precision above the default (TENSORRT_PRECISIONS[0], fp32).
     precision = build.add_mutually_exclusive_group()
     flags = {
         "fp16": "FP16 kernels where faster",
         "int8": "INT8, calibrated on --calib images with the model's own preprocessing "
         "(TensorRT 10)",
     }
-    for name in PRECISIONS[1:]:
+    for name in TENSORRT_PRECISIONS[1:]:
         precision.add_argument(
             f"--{name}", dest="precision", action="store_const", const=name, help=flags[name]
         )
-    build.set_defaults(precision=PRECISIONS[0])
+    build.set_defaults(precision=TENSORRT_PRECISIONS[0])
     build.add_argument(
         "--calib", metavar="DIR", help="calibration images (" + "/".join(IMAGE_SUFFIXES) + ")"
     )

@@ -12,6 +12,10 @@ from typing import Any
 
 import numpy as np
 
+#: What fastdet builds TensorRT engines in (a subset of fastdet.engines.base.PRECISIONS; bf16 is
+#: OpenVINO's).
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
+
 _LOG = logging.getLogger("fastdet.tensorrt")
 # TensorRT's messages go to `logging`, silent unless the application configures it.
 _LOG.addHandler(logging.NullHandler())

@@ -22,8 +22,12 @@ from typing import Any
 import numpy as np
 from fastdet._checks import check_integer, fail
 from fastdet.cache import atomic_write, cache_dir
-from fastdet.engines.base import PRECISIONS
-from fastdet.engines.tensorrt.api import TensorRTError, get_logger, require_tensorrt
+from fastdet.engines.tensorrt.api import (
+    TENSORRT_PRECISIONS,
+    TensorRTError,
+    get_logger,
+    require_tensorrt,
+)
 from fastdet.engines.tensorrt.cache import (
     BuildFacts,
     EngineCacheWarning,
@@ -191,8 +195,9 @@ def _request(
     calib_max_images: Any,
     root: Path,
 ) -> tuple[_Request, Any]:
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        fail(_FUNCTION, "precision", precision, "one of " + ", ".join(map(repr, PRECISIONS)))
+    if not isinstance(precision, str) or precision not in TENSORRT_PRECISIONS:
+        expected = "one of " + ", ".join(map(repr, TENSORRT_PRECISIONS))
+        fail(_FUNCTION, "precision", precision, expected)
     if (precision == "int8") != (calib_dir is not None):
         if precision == "int8":
             fail(_FUNCTION, "calib_dir", calib_dir, "a folder of images when precision is 'int8'")
