@@ -30,6 +30,7 @@ from typing import Any
 import fastdet
 import numpy as np
 import pytest
+import reference as R
 import workloads
 
 torch = pytest.importorskip("torch")
@@ -127,7 +128,8 @@ PRE_CASES = (
 @pytest.mark.parametrize("batch", [1, 16])
 def test_preprocess(benchmark: Any, gpu_timed: Any, batch: int, case: str) -> None:
     frames = _frames(batch, _rotation(batch * FRAME_BYTES))
-    geometry = workloads.letterbox_geometry(1080, 1920)
+    g = R.letterbox_geometry(1080, 1920, INPUT)
+    geometry = (*g.resized_size, g.top, g.bottom, g.left, g.right)
     benchmark.group = f"preprocess 1080p -> 640 letterbox fp16, batch {batch}"
     benchmark.extra_info.update(
         case=case, batch=batch, bytes=batch * (FRAME_BYTES + 3 * 640 * 640 * 2)
@@ -329,7 +331,7 @@ def test_nms(benchmark: Any, gpu_timed: Any, n: int, case: str) -> None:
     count = _rotation(n * 28, most=8)
     problems = []
     for seed in range(count):
-        b, s, c = workloads.clustered_boxes(n, seed=seed)
+        b, s, c = workloads.image_candidates(n, seed=seed)
         problems.append(
             (torch.from_numpy(b).cuda(), torch.from_numpy(s).cuda(), torch.from_numpy(c).cuda())
         )

@@ -7,10 +7,11 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
+import workloads as W
 from fastdet import gpu
 from hypothesis import HealthCheck, given, settings
 from test_cuda_interop import GpuLib
-from test_nms import IOUS, random_boxes, small_problems
+from test_nms import IOUS, small_problems
 
 pytestmark = pytest.mark.needs_cuda
 
@@ -43,7 +44,7 @@ def check(gpulib, boxes, scores, iou, classes=None, max_det=None, *, on_gpu=True
 @pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 255, 256, 257, 1000, 5000])
 def test_random_boxes(rng, gpulib, n, with_classes, on_gpu):
-    boxes = random_boxes(rng, n)
+    boxes = W.random_boxes(rng, n)
     scores = rng.uniform(0, 1, size=n).astype(np.float32)
     classes = rng.integers(0, 80, size=n).astype(np.int32) if with_classes else None
     for iou in IOUS:
@@ -53,7 +54,7 @@ def test_random_boxes(rng, gpulib, n, with_classes, on_gpu):
 @pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
 @pytest.mark.parametrize(("n", "clusters"), [(50, 3), (2000, 20), (10000, 60), (30000, 64)])
 def test_clustered_boxes(rng, gpulib, n, clusters, with_classes):
-    boxes, scores, classes = R.clustered_boxes(rng, n, clusters)
+    boxes, scores, classes = W.clustered_boxes(rng, n, clusters)
     for iou in (0.45, 0.65, 0.7):
         check(gpulib, boxes, scores, iou, classes if with_classes else None)
 
@@ -62,7 +63,7 @@ def test_clustered_boxes(rng, gpulib, n, clusters, with_classes):
 @pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
 def test_max_det(rng, gpulib, max_det, with_classes):
     """Past 512 kept boxes the kept list spills from shared memory to global memory."""
-    boxes = random_boxes(rng, 4000, extent=2000.0)
+    boxes = W.random_boxes(rng, 4000, extent=2000.0)
     scores = rng.uniform(size=4000).astype(np.float32)
     classes = rng.integers(0, 3, size=4000) if with_classes else None
     kept = check(gpulib, boxes, scores, 0.5, classes, max_det=max_det)
@@ -73,7 +74,7 @@ def test_max_det(rng, gpulib, max_det, with_classes):
 @pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
 def test_score_ties_keep_lower_index_first(rng, gpulib, n, with_classes):
     """Equal scores fill bins far larger than a chunk: they are taken by radix selection."""
-    boxes = random_boxes(rng, n, extent=200.0)
+    boxes = W.random_boxes(rng, n, extent=200.0)
     scores = (rng.integers(0, 4, size=n) / 4).astype(np.float32)
     scores[rng.uniform(size=n) < 0.2] = -0.0  # -0 and +0 are one tie
     classes = rng.integers(0, 3, size=n).astype(np.int32) if with_classes else None
@@ -89,7 +90,7 @@ def test_zero_area_and_negative_scores(rng, gpulib):
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], np.float32)
     for iou in (0.0, 0.5):
         check(gpulib, boxes.astype(np.float32), scores, iou)
-    many = random_boxes(rng, 600, extent=150.0)
+    many = W.random_boxes(rng, 600, extent=150.0)
     many[::3, 2] = many[::3, 0]
     check(gpulib, many, rng.normal(0, 3, size=600).astype(np.float32), 0.45)
     check(
@@ -117,7 +118,7 @@ def test_iou_equal_to_threshold_does_not_suppress(gpulib, iou, fraction):
 
 def test_classes_int32_int64_and_strided_inputs(rng, gpulib):
     """Detections laid out as [n, 6] rows: boxes and scores are strided views, read in place."""
-    boxes, scores, classes = R.clustered_boxes(rng, 5000, 40)
+    boxes, scores, classes = W.clustered_boxes(rng, 5000, 40)
     table = np.concatenate([boxes, scores[:, None], classes[:, None].astype(np.float32)], axis=1)
     rows = gpulib.array(table)
     want = R.nms_reference(boxes, scores, 0.45, classes=classes)
@@ -131,7 +132,7 @@ def test_classes_int32_int64_and_strided_inputs(rng, gpulib):
 @pytest.mark.parametrize("n", [1000, 30000])
 @pytest.mark.parametrize("iou", [0.45, 0.65])
 def test_cuda_matches_cpu(rng, gpulib, n, iou):
-    boxes, scores, classes = R.clustered_boxes(rng, n, 64)
+    boxes, scores, classes = W.clustered_boxes(rng, n, 64)
     cpu = fastdet.nms(boxes, scores, iou, classes=classes)
     assert cuda_nms(gpulib, boxes, scores, iou, classes).tolist() == cpu.tolist()
     assert cuda_nms(gpulib, boxes, scores, iou).tolist() == fastdet.nms(boxes, scores, iou).tolist()

@@ -10,6 +10,7 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
+import workloads as W
 from hypothesis import given
 from test_cuda_interop import DlpackOnly, GpuLib
 from test_postprocess import (
@@ -48,7 +49,7 @@ def on_gpu(gpulib: GpuLib, arrays):
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_yolov7(rng, gpulib, batch, preset, dtype):
     shapes = BATCHES[batch]
-    output = R.yolov7_output(rng, len(shapes)).astype(dtype)
+    output = W.yolov7_output(rng, len(shapes)).astype(dtype)
     settings = SETTINGS[preset]
     got = fastdet.postprocess(gpulib.array(output), "yolov7", transforms_for(shapes), **settings)
     want = yolov7_expected(
@@ -61,7 +62,7 @@ def test_yolov7(rng, gpulib, batch, preset, dtype):
 @pytest.mark.parametrize("preset", list(SETTINGS))
 def test_yolov7_numpy_outputs_upload(rng, gpulib, preset):
     shapes = BATCHES["batch3"]
-    output = R.yolov7_output(rng, 3)
+    output = W.yolov7_output(rng, 3)
     settings = SETTINGS[preset]
     got = fastdet.postprocess(output, "yolov7", transforms_for(shapes), device="cuda", **settings)
     want = yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **settings)
@@ -71,7 +72,7 @@ def test_yolov7_numpy_outputs_upload(rng, gpulib, preset):
 @pytest.mark.parametrize("max_candidates", [1, 7, 100, 255, 256, 257, 5000])
 def test_yolov7_candidate_cap(rng, gpulib, max_candidates):
     shapes = BATCHES["batch1"]
-    output = R.yolov7_output(rng, 1)
+    output = W.yolov7_output(rng, 1)
     settings = dict(YOLOV7_MAP, max_candidates=max_candidates)
     got = fastdet.postprocess(gpulib.array(output), "yolov7", transforms_for(shapes), **settings)
     want = yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **settings)
@@ -82,7 +83,7 @@ def test_yolov7_candidate_cap(rng, gpulib, max_candidates):
 @pytest.mark.parametrize("option", ["classes", "agnostic", "max_det", "max_det_600"])
 def test_yolov7_options(rng, gpulib, option, multi_label):
     shapes = BATCHES["batch3"]
-    output = R.yolov7_output(rng, 3, objects=20)
+    output = W.yolov7_output(rng, 3, objects=20)
     settings = dict(conf=0.01, iou=0.5, multi_label=multi_label)
     settings.update(
         {
@@ -139,7 +140,7 @@ def test_yolov7_class_offset_with_a_candidate_cap(gpulib, huge_inside_cap):
 def test_yolov7_raw(rng, gpulib, batch, preset):
     shapes = BATCHES[batch]
     settings = SETTINGS[preset]
-    levels = R.yolov7_raw_output(rng, len(shapes))
+    levels = W.yolov7_raw_output(rng, len(shapes))
     got = fastdet.postprocess(
         on_gpu(gpulib, levels[::-1]),
         "yolov7-raw",
@@ -156,7 +157,7 @@ def test_yolov7_raw(rng, gpulib, batch, preset):
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_damo(rng, gpulib, batch, dtype):
     shapes = BATCHES[batch]
-    scores, boxes = R.damo_output(rng, len(shapes))
+    scores, boxes = W.damo_output(rng, len(shapes))
     scores, boxes = scores.astype(dtype), boxes.astype(dtype)
     got = fastdet.postprocess(
         on_gpu(gpulib, [scores, boxes]),
@@ -176,7 +177,7 @@ def test_damo(rng, gpulib, batch, dtype):
 @pytest.mark.parametrize("option", ["classes", "agnostic", "max_det", "single-label", "map"])
 def test_damo_options(rng, gpulib, option):
     shapes = BATCHES["batch3"]
-    scores, boxes = R.damo_output(rng, 3, objects=20)
+    scores, boxes = W.damo_output(rng, 3, objects=20)
     settings = dict(conf=0.2, iou=0.6)
     settings.update(
         {
@@ -212,7 +213,7 @@ def test_damo_nms_is_torchvisions_batched_nms(gpulib, filler):
 
 def test_strided_and_dlpack_outputs(rng, gpulib):
     shapes = BATCHES["batch3"]
-    output = R.yolov7_output(rng, 3)
+    output = W.yolov7_output(rng, 3)
     padded = np.zeros((3, output.shape[1], 90), np.float32)
     padded[:, :, :85] = output
     want = yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **YOLOV7_DETECT)
@@ -227,9 +228,9 @@ def test_engine_nms_formats_finish_on_the_host(rng, gpulib, fmt):
     shapes = BATCHES["batch3"]
     transforms = transforms_for(shapes)
     if fmt == "end2end":
-        arrays = list(R.end2end_output(rng, 3))
+        arrays = list(W.end2end_output(rng, 3))
     else:
-        arrays = [R.max_wh_output(rng, 3)]
+        arrays = [W.max_wh_output(rng, 3)]
     settings = dict(conf=0.3, iou=0.5)
     want = fastdet.postprocess(arrays, fmt, transforms, **settings)
     got = fastdet.postprocess(on_gpu(gpulib, arrays), fmt, transforms, **settings)
@@ -243,7 +244,7 @@ def test_cuda_matches_cpu_on_large_batches(rng, gpulib, batch, preset):
     shapes = [(1080, 1920), (480, 640), (720, 1280), (333, 500)] * 4
     shapes = shapes[:batch]
     transforms = transforms_for(shapes)
-    output = R.yolov7_output(rng, batch, objects=30)
+    output = W.yolov7_output(rng, batch, objects=30)
     settings = SETTINGS[preset]
     cpu = fastdet.postprocess(output, "yolov7", transforms, **settings)
     got = fastdet.postprocess(gpulib.array(output), "yolov7", transforms, **settings)
@@ -251,7 +252,7 @@ def test_cuda_matches_cpu_on_large_batches(rng, gpulib, batch, preset):
         assert g.classes.tolist() == c.classes.tolist()
         assert g.scores.tolist() == c.scores.tolist()
         np.testing.assert_allclose(g.boxes, c.boxes, atol=1e-3, rtol=0)
-    scores, boxes = R.damo_output(rng, batch, objects=30)
+    scores, boxes = W.damo_output(rng, batch, objects=30)
     stretch = transforms_for(shapes, mode="stretch")
     damo = dict(conf=0.001, iou=0.65) if preset == "map" else DAMO_SETTINGS
     cpu = fastdet.postprocess([scores, boxes], "damo", stretch, **damo)
@@ -263,7 +264,7 @@ def test_cuda_matches_cpu_on_large_batches(rng, gpulib, batch, preset):
 
 
 def test_non_finite_candidates_are_named(rng, gpulib):
-    output = R.yolov7_output(rng, 2)
+    output = W.yolov7_output(rng, 2)
     row = int(np.argmax(output[1, :, 4]))
     output[1, row, 2] = np.nan
     pattern = rf"postprocess: outputs hold a non-finite candidate at image 1, row {row}"
@@ -271,7 +272,7 @@ def test_non_finite_candidates_are_named(rng, gpulib):
         fastdet.postprocess(
             gpulib.array(output), "yolov7", transforms_for([(640, 640)] * 2), **YOLOV7_DETECT
         )
-    scores, boxes = R.damo_output(rng, 1)
+    scores, boxes = W.damo_output(rng, 1)
     row = int(np.argmax(scores[0].max(axis=1)))
     boxes[0, row, 0] = np.inf
     stretch = transforms_for([(640, 640)], mode="stretch")
@@ -283,12 +284,12 @@ def test_non_finite_candidates_are_named(rng, gpulib):
 def test_nan_outputs_are_refused_as_on_the_cpu(rng, gpulib, where):
     """NaN is a broken engine, not "nothing found": the CUDA op names the same row as the CPU."""
     if where == "damo":
-        scores, boxes = R.damo_output(rng, 2)
+        scores, boxes = W.damo_output(rng, 2)
         scores[1, 37, 5] = np.nan
         outputs, fmt, settings = [scores, boxes], "damo", DAMO_SETTINGS
         transforms = transforms_for([(640, 640)] * 2, mode="stretch")
     else:
-        output = R.yolov7_output(rng, 2)
+        output = W.yolov7_output(rng, 2)
         row = int(np.argmax(output[1, :, 4]))
         if where == "objectness":
             row = 11
@@ -338,7 +339,7 @@ def test_postprocessor_graph_capture_and_per_call_thresholds(rng, gpulib):
     shapes = BATCHES["batch3"]
     transforms = transforms_for(shapes)
     other = transforms_for([(720, 1280), (640, 640), (100, 100)])
-    output = gpulib.array(R.yolov7_output(rng, 3))
+    output = gpulib.array(W.yolov7_output(rng, 3))
     pp = fastdet.Postprocessor("yolov7")
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
@@ -373,7 +374,7 @@ def test_steady_state_allocates_nothing(rng, gpulib):
     if gpulib.torch is None:
         pytest.skip("torch.cuda.mem_get_info")
     torch = gpulib.torch
-    output = gpulib.array(R.yolov7_output(rng, 4))
+    output = gpulib.array(W.yolov7_output(rng, 4))
     transforms = transforms_for([(480, 640)] * 4)
     for _ in range(2):
         fastdet.postprocess(output, "yolov7", transforms, **YOLOV7_MAP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fastdet
 import numpy as np
 import pytest
-import reference as R
+import workloads as W
 from fastdet import gpu
 from test_cuda_interop import DlpackOnly, GpuLib
 from test_preprocess import (
@@ -48,7 +48,7 @@ def run_cuda(gpulib: GpuLib, images, size, mode="letterbox", *, on_gpu=True, **o
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("mode", MODES)
 def test_gpu_images_match_reference(rng, gpulib, mode, shape, target, dtype):
-    images = [R.random_image(rng, *shape)]
+    images = [W.random_image(rng, *shape)]
     batch, transforms = run_cuda(gpulib, images, target, mode, dtype=dtype)
     assert_matches_reference(batch, transforms, images, target, mode, dtype=np.dtype(dtype))
 
@@ -56,7 +56,7 @@ def test_gpu_images_match_reference(rng, gpulib, mode, shape, target, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("mode", MODES)
 def test_numpy_images_upload(rng, gpulib, mode, dtype):
-    images = R.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
+    images = W.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
     batch, transforms = run_cuda(gpulib, images, 640, mode, on_gpu=False, dtype=dtype)
     assert_matches_reference(batch, transforms, images, 640, mode, dtype=np.dtype(dtype))
 
@@ -71,7 +71,7 @@ def test_numpy_views_upload(rng, gpulib, kind):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_float_resample(rng, gpulib, dtype):
-    images = R.random_images(rng, [(333, 500), (720, 1280), (1, 1)])
+    images = W.random_images(rng, [(333, 500), (720, 1280), (1, 1)])
     batch, transforms = run_cuda(gpulib, images, 640, resample="float", dtype=dtype)
     assert_matches_reference(
         batch, transforms, images, 640, resample="float", dtype=np.dtype(dtype)
@@ -82,7 +82,7 @@ def test_float_resample(rng, gpulib, dtype):
 def test_option_cases(rng, gpulib, case):
     options = dict(OPTION_CASES[case])
     mode = options.pop("mode")
-    images = R.random_images(rng, [(333, 500), (720, 1280)])
+    images = W.random_images(rng, [(333, 500), (720, 1280)])
     batch, transforms = run_cuda(gpulib, images, 640, mode, **options)
     assert_matches_reference(batch, transforms, images, 640, mode, **options)
 
@@ -90,13 +90,13 @@ def test_option_cases(rng, gpulib, case):
 @pytest.mark.parametrize("mode", MODES)
 def test_mixed_size_batch_of_40(rng, gpulib, mode):
     shapes = [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)] * 8  # 40: two launches
-    images = R.random_images(rng, shapes)
+    images = W.random_images(rng, shapes)
     batch, transforms = run_cuda(gpulib, images, 640, mode)
     assert_matches_reference(batch, transforms, images, 640, mode)
 
 
 def test_options_match_reference(rng, gpulib):
-    images = R.random_images(rng, [(333, 500), (720, 1280)])
+    images = W.random_images(rng, [(333, 500), (720, 1280)])
     options = dict(swap_rb=False, scale=1.0, mean=(1.0, 2.0, 3.0), std=(2.0, 3.0, 4.0))
     batch, transforms = run_cuda(gpulib, images, (384, 640), "letterbox", **options)
     assert_matches_reference(batch, transforms, images, (384, 640), "letterbox", **options)
@@ -127,7 +127,7 @@ def test_batch_array_and_views(rng, gpulib):
 
 
 def test_out_is_written_in_place(rng, gpulib):
-    images = R.random_images(rng, [(720, 1280), (480, 640)])
+    images = W.random_images(rng, [(720, 1280), (480, 640)])
     for dtype in ("float16", "float32"):
         out = gpulib.empty((2, 3, 640, 640), dtype)
         batch, transforms = fastdet.preprocess(
@@ -146,7 +146,7 @@ def test_out_is_written_in_place(rng, gpulib):
 
 
 def test_dlpack_only_images(rng, gpulib):
-    image = R.random_image(rng, 300, 500)
+    image = W.random_image(rng, 300, 500)
     batch, transforms = fastdet.preprocess(DlpackOnly(gpulib.array(image)), 320)
     assert_matches_reference(gpulib.numpy(batch), transforms, [image], 320)
 
@@ -156,7 +156,7 @@ def test_dlpack_only_images(rng, gpulib):
 def test_cuda_matches_cpu_on_large_batches(rng, gpulib, dtype, resample):
     shapes = [(1080, 1920), (2160, 3840), (720, 1280), (1, 1), (3001, 7), (480, 640)] * 3
     shapes += [(1280, 1280), (1366, 768), (333, 501), (2, 5000)]  # 2x rule, general, odd, sliver
-    images = R.random_images(rng, shapes)
+    images = W.random_images(rng, shapes)
     for mode in MODES:
         cpu, cpu_transforms = fastdet.preprocess(
             images, 640, mode=mode, dtype=dtype, resample=resample
@@ -176,7 +176,7 @@ def test_cuda_matches_cpu_on_large_batches(rng, gpulib, dtype, resample):
 def test_device_array_feeds_torch(rng, gpulib):
     if gpulib.torch is None:
         pytest.skip("torch")
-    image = R.random_image(rng, 720, 1280)
+    image = W.random_image(rng, 720, 1280)
     batch, _ = fastdet.preprocess(gpulib.array(image), 640, dtype="float16")
     tensor = gpulib.torch.from_dlpack(batch)
     assert tensor.shape == (1, 3, 640, 640) and tensor.dtype == gpulib.torch.float16
@@ -185,7 +185,7 @@ def test_device_array_feeds_torch(rng, gpulib):
 
 
 def test_gpu_input_errors(rng, gpulib):
-    image = gpulib.array(R.random_image(rng, 10, 10))
+    image = gpulib.array(W.random_image(rng, 10, 10))
     with pytest.raises(TypeError, match=r"preprocess: images\[0\] must be a uint8 array"):
         fastdet.preprocess([gpulib.array(np.zeros((4, 4, 3), np.float32))], 8)
     with pytest.raises(ValueError, match=r"preprocess: images\[0\] must be an array of shape"):

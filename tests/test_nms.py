@@ -14,6 +14,7 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
+import workloads as W
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -33,19 +34,13 @@ def check(boxes, scores, iou, classes=None, max_det=None):
     return got
 
 
-def random_boxes(rng, n, extent=640.0):
-    xy = rng.uniform(0, extent, size=(n, 2))
-    wh = rng.uniform(1, extent / 3, size=(n, 2))
-    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
-
-
 IOUS = [0.0, 0.3, 0.45, 0.5, 0.65, 0.7, 1.0]
 
 
 @pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 255, 256, 1000, 5000])
 def test_random_boxes(rng, n, with_classes):
-    boxes = random_boxes(rng, n)
+    boxes = W.random_boxes(rng, n)
     scores = rng.uniform(0, 1, size=n).astype(np.float32)
     classes = rng.integers(0, 80, size=n).astype(np.int32) if with_classes else None
     for iou in IOUS:
@@ -55,7 +50,7 @@ def test_random_boxes(rng, n, with_classes):
 @pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
 @pytest.mark.parametrize(("n", "clusters"), [(50, 3), (2000, 20), (10000, 60)])
 def test_clustered_boxes(rng, n, clusters, with_classes, num_threads):
-    boxes, scores, classes = R.clustered_boxes(rng, n, clusters)
+    boxes, scores, classes = W.clustered_boxes(rng, n, clusters)
     for iou in (0.45, 0.65, 0.7):
         check(boxes, scores, iou, classes if with_classes else None)
 
@@ -70,7 +65,7 @@ def test_empty_input_gives_empty_int64():
 @pytest.mark.parametrize("max_det", [0, 1, 5, 300, 10**6])
 @pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
 def test_max_det(rng, max_det, with_classes):
-    boxes, scores, classes = R.clustered_boxes(rng, 3000, 40)
+    boxes, scores, classes = W.clustered_boxes(rng, 3000, 40)
     kept = check(boxes, scores, 0.5, classes if with_classes else None, max_det=max_det)
     assert len(kept) <= max_det
 
@@ -78,7 +73,7 @@ def test_max_det(rng, max_det, with_classes):
 @pytest.mark.parametrize("n", [40, 3000], ids=["comparison-sort", "radix-sort"])
 @pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
 def test_score_ties_keep_lower_index_first(rng, n, with_classes):
-    boxes = random_boxes(rng, n, extent=200.0)
+    boxes = W.random_boxes(rng, n, extent=200.0)
     scores = (rng.integers(0, 4, size=n) / 4).astype(np.float32)
     scores[rng.uniform(size=n) < 0.2] = -0.0  # -0 and +0 are one tie
     classes = rng.integers(0, 3, size=n).astype(np.int32) if with_classes else None
@@ -90,7 +85,7 @@ def test_score_ties_keep_lower_index_first(rng, n, with_classes):
 
 
 def test_negative_and_mixed_sign_scores(rng):
-    boxes = random_boxes(rng, 600, extent=150.0)
+    boxes = W.random_boxes(rng, 600, extent=150.0)
     scores = rng.normal(0, 3, size=600).astype(np.float32)
     check(boxes, scores, 0.45)
     check(boxes, scores, 0.45, rng.integers(0, 5, size=600))
@@ -108,7 +103,7 @@ def test_zero_area_boxes_have_iou_zero(rng):
     for iou in (0.0, 0.5):
         keep = check(boxes, scores, iou)
         assert set(keep.tolist()) >= {0, 1, 2, 3, 4, 5}
-    many = random_boxes(rng, 500)
+    many = W.random_boxes(rng, 500)
     many[::3, 2] = many[::3, 0]  # zero width
     many[1::5, 3] = many[1::5, 1]  # zero height
     for iou in (0.0, 0.45):
@@ -140,13 +135,13 @@ def test_class_aware_never_suppresses_across_classes(rng):
     ],
 )
 def test_class_id_dtypes_and_ranges(rng, classes):
-    boxes, scores, _ = R.clustered_boxes(rng, 1500, 10, num_classes=3)
+    boxes, scores, _ = W.clustered_boxes(rng, 1500, 10, num_classes=3)
     check(boxes, scores, 0.5, classes(rng, 1500))
 
 
 @pytest.mark.parametrize("iou", [0.0, 1.0])
 def test_extreme_thresholds(rng, iou):
-    boxes, scores, classes = R.clustered_boxes(rng, 1000, 8)
+    boxes, scores, classes = W.clustered_boxes(rng, 1000, 8)
     keep = check(boxes, scores, iou)
     if iou == 1.0:
         assert len(keep) == len(scores)  # IoU never exceeds 1
@@ -154,14 +149,14 @@ def test_extreme_thresholds(rng, iou):
 
 
 def test_accepts_lists_and_float64(rng):
-    boxes = random_boxes(rng, 50).astype(np.float64)
+    boxes = W.random_boxes(rng, 50).astype(np.float64)
     scores = rng.uniform(size=50)
     check(boxes.tolist(), scores.tolist(), 0.5)
     check(boxes, scores, 0.5, rng.integers(0, 3, size=50).tolist())
 
 
 def test_non_contiguous_inputs(rng):
-    boxes = random_boxes(rng, 400)
+    boxes = W.random_boxes(rng, 400)
     scores = rng.uniform(size=800).astype(np.float32)
     wide = np.zeros((400, 8), np.float32)
     wide[:, ::2] = boxes
@@ -264,22 +259,15 @@ def assert_greedy_on_sample(boxes, scores, iou, keep, rng, classes=None, size=80
 @pytest.mark.parametrize("iou", [0.45, 0.7])
 def test_300k_random_boxes_follow_the_greedy_definition(rng, iou, with_classes):
     n = 300_000
-    boxes = random_boxes(rng, n)
+    boxes = W.random_boxes(rng, n)
     scores = rng.uniform(size=n).astype(np.float32)
     classes = rng.integers(0, 80, size=n).astype(np.int32) if with_classes else None
     keep = fastdet.nms(boxes, scores, iou, classes=classes)
     assert_greedy_on_sample(boxes, scores, iou, keep, rng, classes)
 
 
-def disjoint_grid(rng, side, pitch=2.0):
-    """side * side unit boxes `pitch` apart (no two overlap), in random order."""
-    i = np.arange(side * side)
-    x, y = (i % side) * pitch, (i // side) * pitch
-    return np.stack([x, y, x + 1, y + 1], axis=1).astype(np.float32)[rng.permutation(len(i))]
-
-
 def test_million_disjoint_boxes_are_all_kept(rng):
-    boxes = disjoint_grid(rng, 1000)
+    boxes = W.disjoint_grid(rng, 1000)
     scores = rng.uniform(size=len(boxes)).astype(np.float32)
     scores[::7] = 0.5  # ties: lower index first
     keep = fastdet.nms(boxes, scores, 0.5)
@@ -289,7 +277,7 @@ def test_million_disjoint_boxes_are_all_kept(rng):
 def test_disjoint_pairs_keep_the_better_box_of_each_pair(rng):
     """200k pairs: each box has a twin (IoU > 0.5) and no other neighbour, so the greedy result is
     the higher-scoring box of every pair (ties: the lower index), in score order."""
-    base = disjoint_grid(rng, 450, pitch=4.0)
+    base = W.disjoint_grid(rng, 450, pitch=4.0)
     m = len(base)
     twin = base + rng.uniform(-0.1, 0.1, size=base.shape).astype(np.float32)
     boxes = np.concatenate([base, twin])
@@ -330,7 +318,7 @@ def _log_sized(rng, n):
 
 
 def _degenerate(rng, n):
-    boxes = random_boxes(rng, n, extent=200.0)
+    boxes = W.random_boxes(rng, n, extent=200.0)
     boxes[::3, 2] = boxes[::3, 0]  # zero width
     boxes[1::5, 3] = boxes[1::5, 1]  # zero height
     boxes[2::7] = boxes[2::7][:, [2, 1, 0, 3]]  # negative width, negative area
@@ -339,19 +327,19 @@ def _degenerate(rng, n):
 
 
 def _scaled(scale):
-    return lambda rng, n: (random_boxes(rng, n).astype(np.float64) * scale).astype(np.float32)
+    return lambda rng, n: (W.random_boxes(rng, n).astype(np.float64) * scale).astype(np.float32)
 
 
 def _overflowing(rng, n):
     """Half the boxes near 1e38, where areas and unions overflow float32."""
-    boxes = random_boxes(rng, n)
+    boxes = W.random_boxes(rng, n)
     boxes[::2] *= np.float32(3e35)
     return boxes
 
 
 def _tiny(rng, n):
     """Sides near 1e-20: areas far below float32's normal range (subnormal or zero)."""
-    boxes = random_boxes(rng, n)
+    boxes = W.random_boxes(rng, n)
     boxes[::3] *= np.float32(1e-20)
     boxes[1::3] *= np.float32(1e-18)
     return boxes
@@ -380,7 +368,7 @@ def _full_range(rng, n):
 
 def _offset(rng, n):
     """Boxes near 1e7, where float32 steps are a whole pixel."""
-    return random_boxes(rng, n) + np.float32(1e7)
+    return W.random_boxes(rng, n) + np.float32(1e7)
 
 
 @pytest.mark.parametrize(
@@ -415,7 +403,7 @@ def test_heavy_suppression_then_many_kept(rng, with_classes):
     thousands to keep (then an index takes over), in both classes."""
     big = np.array([[x, 300, x + 100, 400] for x in range(0, 1600, 100)], np.float32)
     crowd = big[rng.integers(0, 16, 20000)] + rng.uniform(-2, 2, (20000, 4)).astype(np.float32)
-    boxes = np.concatenate([crowd, disjoint_grid(rng, 110)[:12000]])
+    boxes = np.concatenate([crowd, W.disjoint_grid(rng, 110)[:12000]])
     scores = np.concatenate([rng.uniform(0.5, 1, 20000), rng.uniform(0, 0.5, 12000)])
     scores = scores.astype(np.float32)
     classes = rng.integers(0, 2, len(boxes)).astype(np.int32) if with_classes else None
@@ -425,7 +413,7 @@ def test_heavy_suppression_then_many_kept(rng, with_classes):
 
 @pytest.mark.parametrize("iou", [1e-30, 2**-21, 2**-20, 0.01])
 def test_tiny_thresholds_on_large_inputs(rng, iou):
-    boxes = random_boxes(rng, 6000)
+    boxes = W.random_boxes(rng, 6000)
     check(boxes, rng.uniform(size=6000).astype(np.float32), iou)
 
 
@@ -464,4 +452,4 @@ def test_long_call_is_interrupted_by_sigint():
     # Not a speed check: the uninterrupted call takes minutes; 10 s only says it stopped early.
     assert elapsed < 10.0
     check(boxes[:3000], scores[:3000], 1.0)
-    check(random_boxes(np.random.default_rng(0), 3000), scores[:3000], 0.5)
+    check(W.random_boxes(np.random.default_rng(0), 3000), scores[:3000], 0.5)

@@ -15,6 +15,7 @@ import hypothesis
 import numpy as np
 import pytest
 import reference as R
+import workloads as W
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -35,7 +36,7 @@ BATCHES = {
 @functools.cache
 def _transforms(shapes: tuple, size, mode: str, stride=None) -> tuple:
     rng = np.random.default_rng(0)
-    images = [R.random_image(rng, h, w) for h, w in shapes]
+    images = [W.random_image(rng, h, w) for h, w in shapes]
     _, transforms = fastdet.preprocess(images, size, mode=mode, stride=stride)
     return tuple(transforms)
 
@@ -87,7 +88,7 @@ def damo_expected(scores, boxes, geos, **settings) -> list[R.Dets]:
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_yolov7_detect_settings(rng, batch):
     shapes = BATCHES[batch]
-    output = R.yolov7_output(rng, len(shapes))
+    output = W.yolov7_output(rng, len(shapes))
     # The format's defaults are detect.py's: single-label, 300 kept, 30000 candidates.
     got = fastdet.postprocess(output, "yolov7", transforms_for(shapes), **YOLOV7_DETECT)
     want = yolov7_expected(output, R.batch_geometry(shapes, 640, "letterbox"), **YOLOV7_DETECT)
@@ -98,7 +99,7 @@ def test_yolov7_detect_settings(rng, batch):
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_yolov7_map_settings(rng, batch, num_threads):
     shapes = BATCHES[batch]
-    output = R.yolov7_output(rng, len(shapes))
+    output = W.yolov7_output(rng, len(shapes))
     pairs = (output[0, :, 5:] * output[0, :, 4:5] > np.float32(0.001)) & (
         output[0, :, 4:5] > np.float32(0.001)
     )
@@ -112,7 +113,7 @@ def test_yolov7_map_settings(rng, batch, num_threads):
 @pytest.mark.parametrize("max_candidates", [1, 7, 100, 5000])
 def test_yolov7_candidate_cap(rng, max_candidates):
     shapes = BATCHES["batch1"]
-    output = R.yolov7_output(rng, 1)
+    output = W.yolov7_output(rng, 1)
     settings = dict(YOLOV7_MAP, max_candidates=max_candidates)
     got = fastdet.postprocess(output, "yolov7", transforms_for(shapes), **settings)
     assert_batch(
@@ -124,7 +125,7 @@ def test_yolov7_candidate_cap(rng, max_candidates):
 @pytest.mark.parametrize("option", ["classes", "agnostic", "max_det"])
 def test_yolov7_options(rng, option, multi_label):
     shapes = BATCHES["batch3"]
-    output = R.yolov7_output(rng, 3, objects=20)
+    output = W.yolov7_output(rng, 3, objects=20)
     settings = dict(conf=0.01, iou=0.5, multi_label=multi_label)
     settings.update(
         {
@@ -204,7 +205,7 @@ def test_candidate_counts(rng, fmt, count):
         transforms = transforms_for(shapes)
         geos = R.batch_geometry(shapes, 640, "letterbox")
     if fmt == "yolov7":
-        output = R.yolov7_output(rng, 2, objects=0)
+        output = W.yolov7_output(rng, 2, objects=0)
         output[:, :, 4] = np.minimum(output[:, :, 4], 0.2)
         rows = rng.choice(output.shape[1], size=count, replace=False)
         output[:, rows, 4] = 0.95
@@ -212,7 +213,7 @@ def test_candidate_counts(rng, fmt, count):
         got = fastdet.postprocess(output, fmt, transforms, **YOLOV7_DETECT)
         want = yolov7_expected(output, geos, **YOLOV7_DETECT)
     elif fmt == "yolov7-raw":
-        levels = R.yolov7_raw_output(rng, 2, objects=0)
+        levels = W.yolov7_raw_output(rng, 2, objects=0)
         flat = [lv.reshape(2, -1, 85) for lv in levels]
         for lv in flat:
             lv[:, :, 4] = np.minimum(lv[:, :, 4], -2.0)
@@ -226,14 +227,14 @@ def test_candidate_counts(rng, fmt, count):
         decoded = R.decode_yolov7_raw(levels, 640, R.YOLOV7_ANCHORS)
         want = yolov7_expected(decoded, geos, **YOLOV7_DETECT)
     elif fmt == "damo":
-        scores, boxes = R.damo_output(rng, 2, objects=0)
+        scores, boxes = W.damo_output(rng, 2, objects=0)
         scores = np.minimum(scores, 0.04)
         rows = rng.choice(scores.shape[1], size=count, replace=False)
         scores[:, rows, rng.integers(0, 80, size=count)] = 0.6
         got = fastdet.postprocess([scores, boxes], fmt, transforms, **DAMO_SETTINGS)
         want = damo_expected(scores, boxes, geos, **DAMO_SETTINGS)
     else:
-        num_dets, det_boxes, det_scores, det_classes = R.end2end_output(rng, 2, k=100)
+        num_dets, det_boxes, det_scores, det_classes = W.end2end_output(rng, 2, k=100)
         num_dets[:] = count
         det_scores[:, :count] = -np.sort(-rng.uniform(0.2, 1.0, size=(2, count)), axis=1)
         got = fastdet.postprocess(
@@ -255,7 +256,7 @@ def test_candidate_counts(rng, fmt, count):
 def test_yolov7_mapping_with_stride_canvas(rng, stride):
     """Boxes map back through each image's own padding, also in a stride-rectangle batch."""
     shapes = [(480, 640), (1081, 1919), (640, 480)]
-    output = R.yolov7_output(rng, 3)
+    output = W.yolov7_output(rng, 3)
     transforms = transforms_for(shapes, stride=stride)
     got = fastdet.postprocess(output, "yolov7", transforms, **YOLOV7_DETECT)
     geos = R.batch_geometry(shapes, 640, "letterbox", stride=stride)
@@ -264,7 +265,7 @@ def test_yolov7_mapping_with_stride_canvas(rng, stride):
 
 def test_yolov7_accepts_float64_and_views(rng):
     shapes = BATCHES["batch3"]
-    output = R.yolov7_output(rng, 3)
+    output = W.yolov7_output(rng, 3)
     geos = R.batch_geometry(shapes, 640, "letterbox")
     want = yolov7_expected(output, geos, **YOLOV7_DETECT)
     padded = np.zeros((3, output.shape[1], 90), np.float32)
@@ -301,7 +302,7 @@ def test_yolov7_class_offset_is_yolov7s_max_wh_trick():
 def test_yolov7_raw(rng, batch, preset):
     shapes = BATCHES[batch]
     options = YOLOV7_DETECT if preset == "detect" else YOLOV7_MAP
-    levels = R.yolov7_raw_output(rng, len(shapes))
+    levels = W.yolov7_raw_output(rng, len(shapes))
     got = fastdet.postprocess(
         levels, "yolov7-raw", transforms_for(shapes), anchors=R.YOLOV7_ANCHORS, **options
     )
@@ -315,7 +316,7 @@ def test_yolov7_raw_level_order_and_dict(rng):
     """Levels are recognised by grid size (P3 first), whatever order or names they come in;
     anchors are given P3 first."""
     shapes = BATCHES["batch1"]
-    levels = R.yolov7_raw_output(rng, 1)
+    levels = W.yolov7_raw_output(rng, 1)
     decoded = R.decode_yolov7_raw(levels, 640, R.YOLOV7_ANCHORS)
     want = yolov7_expected(decoded, R.batch_geometry(shapes, 640, "letterbox"), **YOLOV7_DETECT)
     variants = [levels[::-1], {"output": levels[0], "528": levels[1], "547": levels[2]}]
@@ -353,7 +354,7 @@ def test_yolov7_raw_tiny_anchors_and_grid_order(rng):
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_damo(rng, batch, num_threads):
     shapes = BATCHES[batch]
-    scores, boxes = R.damo_output(rng, len(shapes))
+    scores, boxes = W.damo_output(rng, len(shapes))
     got = fastdet.postprocess(
         [scores, boxes], "damo", transforms_for(shapes, mode="stretch"), **DAMO_SETTINGS
     )
@@ -364,7 +365,7 @@ def test_damo(rng, batch, num_threads):
 
 def test_damo_nano_416(rng):
     shapes = BATCHES["batch3"]
-    scores, boxes = R.damo_output(rng, 3, size=416)
+    scores, boxes = W.damo_output(rng, 3, size=416)
     assert scores.shape[1] == 3549
     got = fastdet.postprocess(
         [scores, boxes], "damo", transforms_for(shapes, 416, "stretch"), **DAMO_NANO_SETTINGS
@@ -416,7 +417,7 @@ def test_damo_nms_is_torchvisions_batched_nms(filler):
 
 def test_damo_legacy_topleft_mapping(rng):
     shapes = BATCHES["batch3"]
-    scores, boxes = R.damo_output(rng, 3)
+    scores, boxes = W.damo_output(rng, 3)
     got = fastdet.postprocess(
         [scores, boxes], "damo", transforms_for(shapes, mode="topleft"), **DAMO_SETTINGS
     )
@@ -427,7 +428,7 @@ def test_damo_legacy_topleft_mapping(rng):
 @pytest.mark.parametrize("option", ["classes", "agnostic", "max_det", "single-label"])
 def test_damo_options(rng, option):
     shapes = BATCHES["batch3"]
-    scores, boxes = R.damo_output(rng, 3, objects=20)
+    scores, boxes = W.damo_output(rng, 3, objects=20)
     settings = dict(conf=0.2, iou=0.6)
     settings.update(
         {
@@ -462,7 +463,7 @@ def test_damo_options(rng, option):
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_end2end(rng, batch, settings):
     shapes = BATCHES[batch]
-    num_dets, det_boxes, det_scores, det_classes = R.end2end_output(rng, len(shapes), k=100)
+    num_dets, det_boxes, det_scores, det_classes = W.end2end_output(rng, len(shapes), k=100)
     num_dets[0, 0] = 100
     got = fastdet.postprocess(
         [num_dets, det_boxes, det_scores, det_classes],
@@ -502,7 +503,7 @@ def test_end2end(rng, batch, settings):
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_max_wh(rng, batch, settings):
     shapes = BATCHES[batch]
-    table = R.max_wh_output(rng, len(shapes), num_classes=60)
+    table = W.max_wh_output(rng, len(shapes), num_classes=60)
     got = fastdet.postprocess(table, "max-wh", transforms_for(shapes), **settings)
     geos = R.batch_geometry(shapes, 640, "letterbox")
     extra = {k: v for k, v in settings.items() if k in ("classes", "max_det")}
@@ -531,11 +532,11 @@ def test_max_wh_empty_table():
 def test_dict_outputs_keyed_by_official_names(rng, fmt):
     shapes = BATCHES["batch3"]
     if fmt == "yolov7":
-        output = R.yolov7_output(rng, 3)
+        output = W.yolov7_output(rng, 3)
         positional, named, settings = [output], {"output": output}, YOLOV7_DETECT
         transforms = transforms_for(shapes)
     elif fmt.startswith("damo"):
-        scores, boxes = R.damo_output(rng, 3)
+        scores, boxes = W.damo_output(rng, 3)
         positional = [scores, boxes]
         # The official export names only its first output; the second gets a number.
         named = (
@@ -546,7 +547,7 @@ def test_dict_outputs_keyed_by_official_names(rng, fmt):
         settings = DAMO_SETTINGS
         transforms = transforms_for(shapes, mode="stretch")
     else:
-        arrays = R.end2end_output(rng, 3)
+        arrays = W.end2end_output(rng, 3)
         positional = list(arrays)
         named = dict(
             zip(("num_dets", "det_boxes", "det_scores", "det_classes"), arrays, strict=True)
@@ -574,7 +575,7 @@ def test_dict_outputs_keyed_by_official_names(rng, fmt):
 
 
 def test_detections_helpers(rng):
-    output = R.yolov7_output(rng, 1)
+    output = W.yolov7_output(rng, 1)
     (dets,) = fastdet.postprocess(output, "yolov7", transforms_for([(480, 640)]), **YOLOV7_DETECT)
     n = len(dets)
     assert n > 0 and n == dets.boxes.shape[0] == dets.scores.shape[0] == dets.classes.shape[0]

@@ -20,6 +20,7 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
+import workloads as W
 from fastdet import _core
 
 MODES = ("letterbox", "stretch", "topleft")
@@ -123,7 +124,7 @@ def run_and_check(images, size, mode="letterbox", **options):
 )
 @pytest.mark.parametrize("mode", MODES)
 def test_float_resample_within_one_level(rng, mode, shape, dtype):
-    image = R.random_image(rng, *shape)
+    image = W.random_image(rng, *shape)
     run_and_check(image, 640, mode, resample="float", dtype=dtype)
     run_and_check(image[::-1, ::2], (320, 416), mode, resample="float", dtype=dtype, scale=1.0)
 
@@ -131,7 +132,7 @@ def test_float_resample_within_one_level(rng, mode, shape, dtype):
 def test_resample_opencv_is_the_default_and_differs_from_float(rng):
     """On a general ratio the two resamplers give different inputs (the float one is not rounded
     to 8 bits), and the default is the official one."""
-    image = R.random_image(rng, 768, 1366)
+    image = W.random_image(rng, 768, 1366)
     default, _ = fastdet.preprocess(image, 640)
     opencv, _ = fastdet.preprocess(image, 640, resample="opencv")
     float_, _ = fastdet.preprocess(image, 640, resample="float")
@@ -176,14 +177,14 @@ TARGETS = [640, (384, 640), (512, 320)]
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("mode", MODES)
 def test_single_image_matches_reference(rng, mode, shape, target):
-    run_and_check(R.random_image(rng, *shape), target, mode)
+    run_and_check(W.random_image(rng, *shape), target, mode)
 
 
 @pytest.mark.parametrize("target", [1, (1, 7), (3, 2), (2, 1)], ids=str)
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (479, 641)], ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_tiny_targets_match_reference(rng, mode, shape, target):
-    run_and_check(R.random_image(rng, *shape), target, mode)
+    run_and_check(W.random_image(rng, *shape), target, mode)
 
 
 def test_half_to_even_rounding_of_the_new_size():
@@ -196,24 +197,24 @@ def test_half_to_even_rounding_of_the_new_size():
 
 
 def test_8k_downscale_matches_reference(rng):
-    run_and_check(R.random_image(rng, 4320, 7680), 640, "letterbox")
+    run_and_check(W.random_image(rng, 4320, 7680), 640, "letterbox")
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (120, 90), (300, 200)], ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_upscale_to_1280_matches_reference(rng, mode, shape):
-    run_and_check(R.random_image(rng, *shape), 1280, mode)
+    run_and_check(W.random_image(rng, *shape), 1280, mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_mixed_size_batch_matches_reference(rng, mode):
-    images = R.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
+    images = W.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
     run_and_check(images, 640, mode)
 
 
 def _views(rng) -> dict[str, object]:
     """Non-contiguous inputs: each is a view (or list of views) fastdet must read in place."""
-    base = R.random_image(rng, 301, 403)
+    base = W.random_image(rng, 301, 403)
     batch4d = rng.integers(0, 256, size=(3, 97, 131, 3), dtype=np.uint8)
     return {
         "row-slice": base[10:250, 7:300],
@@ -270,13 +271,13 @@ OPTION_CASES = {
 def test_options_match_reference(rng, case):
     options = dict(OPTION_CASES[case])
     mode = options.pop("mode")
-    images = R.random_images(rng, [(479, 641), (200, 120)])
+    images = W.random_images(rng, [(479, 641), (200, 120)])
     run_and_check(images, 640, mode, **options)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_float16_output_matches_reference(rng, mode):
-    images = R.random_images(rng, [(479, 641), (1081, 1919)])
+    images = W.random_images(rng, [(479, 641), (1081, 1919)])
     run_and_check(images, 640, mode, dtype="float16")
     run_and_check(images, 640, mode, dtype=np.float16, scale=1.0)
 
@@ -284,7 +285,7 @@ def test_float16_output_matches_reference(rng, mode):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("mode", MODES)
 def test_writes_into_out(rng, mode, dtype):
-    images = R.random_images(rng, [(479, 641), (3, 5)])
+    images = W.random_images(rng, [(479, 641), (3, 5)])
     out = np.full((2, 3, 384, 640), np.nan, dtype=dtype)
     batch, transforms = fastdet.preprocess(images, (384, 640), mode=mode, dtype=dtype, out=out)
     assert batch is out
@@ -295,7 +296,7 @@ def test_writes_into_out(rng, mode, dtype):
 def test_out_from_a_bigger_buffer(rng):
     """An engine's input binding is often one slice of a larger pinned buffer."""
     buffer = np.full((4, 3, 320, 320), np.nan, dtype=np.float32)
-    images = R.random_images(rng, [(100, 300), (300, 100)])
+    images = W.random_images(rng, [(100, 300), (300, 100)])
     batch, transforms = fastdet.preprocess(images, 320, out=buffer[1:3])
     assert np.shares_memory(batch, buffer)
     assert np.isnan(buffer[0]).all() and np.isnan(buffer[3]).all()
@@ -310,7 +311,7 @@ def test_out_from_a_bigger_buffer(rng):
     ids=str,
 )
 def test_stride_letterbox_is_detect_py_minimal_rectangle(rng, shape, stride, target):
-    image = R.random_image(rng, *shape)
+    image = W.random_image(rng, *shape)
     batch, transforms = run_and_check(image, target, "letterbox", stride=stride)
     expected = R.letterbox_canvas(*shape, target, stride)
     assert transforms[0].input_size == expected
@@ -318,7 +319,7 @@ def test_stride_letterbox_is_detect_py_minimal_rectangle(rng, shape, stride, tar
 
 
 def test_stride_letterbox_batch_takes_largest_rectangle(rng):
-    images = R.random_images(rng, [(480, 640), (640, 480), (333, 500)])
+    images = W.random_images(rng, [(480, 640), (640, 480), (333, 500)])
     batch, transforms = run_and_check(images, 640, "letterbox", stride=32)
     assert {t.input_size for t in transforms} == {batch.shape[2:]}
 
@@ -326,24 +327,24 @@ def test_stride_letterbox_batch_takes_largest_rectangle(rng):
 @pytest.mark.parametrize("shape", [(100, 150), (1, 1), (639, 3), (480, 640), (1081, 1919)], ids=str)
 @pytest.mark.parametrize("mode", ["letterbox", "topleft"])
 def test_scaleup_false_matches_reference(rng, mode, shape):
-    run_and_check(R.random_image(rng, *shape), 640, mode, scaleup=False)
+    run_and_check(W.random_image(rng, *shape), 640, mode, scaleup=False)
 
 
 @pytest.mark.parametrize("shape", [(100, 150), (333, 500), (480, 640)], ids=str)
 def test_scaleup_false_with_stride_matches_reference(rng, shape):
     """letterbox(auto=True, scaleup=False): the stride rectangle is around the unscaled image."""
-    run_and_check(R.random_image(rng, *shape), 640, "letterbox", scaleup=False, stride=32)
+    run_and_check(W.random_image(rng, *shape), 640, "letterbox", scaleup=False, stride=32)
 
 
 def test_thread_counts_match_reference(rng, num_threads):
-    images = R.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
+    images = W.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
     assert fastdet.get_num_threads() == num_threads
     run_and_check(images, 640, "letterbox")
     run_and_check(images, (384, 640), "stretch", dtype="float16")
 
 
 def test_thread_counts_give_identical_output(rng):
-    images = R.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
+    images = W.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
     before = fastdet.get_num_threads()
     try:
         results = []
