@@ -9,16 +9,11 @@ import pytest
 import reference as R
 import workloads as W
 from fastdet import gpu
+from helpers import GpuLib
 from hypothesis import HealthCheck, given, settings
-from test_cuda_interop import GpuLib
 from test_nms import IOUS, small_problems
 
 pytestmark = pytest.mark.needs_cuda
-
-
-@pytest.fixture(scope="module")
-def gpulib() -> GpuLib:
-    return GpuLib()
 
 
 def cuda_nms(gpulib, boxes, scores, iou, classes=None, max_det=None, *, on_gpu=True):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import reference as R
 import workloads as W
+from helpers import DlpackOnly, GpuLib
 from hypothesis import given
-from test_cuda_interop import DlpackOnly, GpuLib
 from test_postprocess import (
     BATCHES,
     BORDERLINE_SETTINGS,
@@ -33,11 +33,6 @@ from test_postprocess import (
 pytestmark = pytest.mark.needs_cuda
 
 SETTINGS = {"detect": YOLOV7_DETECT, "map": YOLOV7_MAP}
-
-
-@pytest.fixture(scope="module")
-def gpulib() -> GpuLib:
-    return GpuLib()
 
 
 def on_gpu(gpulib: GpuLib, arrays):

@@ -11,25 +11,13 @@ import numpy as np
 import pytest
 import workloads as W
 from fastdet import gpu
-from test_cuda_interop import DlpackOnly, GpuLib
-from test_preprocess import (
-    FP16_EPS,
-    MODES,
-    OPTION_CASES,
-    VIEW_KINDS,
-    _views,
-    assert_matches_reference,
-)
+from helpers import FP16_EPS, DlpackOnly, GpuLib, assert_matches_reference
+from test_preprocess import MODES, OPTION_CASES, VIEW_KINDS, _views
 
 pytestmark = pytest.mark.needs_cuda
 
 SHAPES = [(1, 1), (3, 5), (2, 3000), (479, 641), (640, 640), (1081, 1919), (1280, 1003)]
 TARGETS = [640, (384, 640), (512, 320), (1, 7)]
-
-
-@pytest.fixture(scope="module")
-def gpulib() -> GpuLib:
-    return GpuLib()
 
 
 def run_cuda(gpulib: GpuLib, images, size, mode="letterbox", *, on_gpu=True, **options):

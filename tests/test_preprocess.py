@@ -22,92 +22,9 @@ import pytest
 import reference as R
 import workloads as W
 from fastdet import _core
+from helpers import assert_matches_reference
 
 MODES = ("letterbox", "stretch", "topleft")
-FP16_EPS = 2.0**-11  # half of float16's machine epsilon: its round-to-nearest error, relative
-
-
-def assert_transform_matches(transform: fastdet.Transform, g: R.Geometry) -> None:
-    got = {
-        "mode": transform.mode,
-        "original_size": tuple(transform.original_size),
-        "input_size": tuple(transform.input_size),
-        "resized_size": tuple(transform.resized_size),
-        "offset": tuple(transform.offset),
-        "scale": tuple(transform.scale),
-        "pad": tuple(transform.pad),
-    }
-    want = {
-        "mode": g.mode,
-        "original_size": g.original_size,
-        "input_size": g.input_size,
-        "resized_size": g.resized_size,
-        "offset": g.offset,
-        "scale": g.scale,
-        "pad": g.pad,
-    }
-    assert got == want
-
-
-def assert_matches_reference(
-    batch,
-    transforms,
-    images,
-    size,
-    mode="letterbox",
-    *,
-    dtype=np.float32,
-    resample="opencv",
-    **options,
-) -> None:
-    """batch/transforms from fastdet.preprocess(images, size, mode=mode, resample=resample,
-    **options) against the reference: geometry exact; pixels bit for bit ("opencv") or within one
-    level ("float"); padding exact."""
-    ref, geos = R.preprocess_reference(images, size, mode, **options)
-    assert batch.dtype == np.dtype(dtype)
-    assert batch.shape == ref.shape
-    assert batch.flags.c_contiguous
-    assert len(transforms) == len(geos)
-    for transform, g in zip(transforms, geos, strict=True):
-        assert_transform_matches(transform, g)
-    if resample == "opencv":
-        expected = ref.astype(dtype)  # ref is float32: one rounding, then float16's
-        differ = batch != expected
-        if differ.any():
-            worst = tuple(int(i[0]) for i in np.nonzero(differ))
-            raise AssertionError(
-                f"{int(differ.sum())} values differ from the cv2 chain; first at (n, c, y, x) = "
-                f"{worst}: fastdet {batch[worst]!r}, cv2 chain {expected[worst]!r}"
-            )
-        return
-
-    scale = options.get("scale", 1 / 255)
-    std = R.per_channel(options.get("std"), 1.0)
-    level = (abs(scale) / np.abs(std))[None, :, None, None]  # one 8-bit level, output units
-    tolerance = level * (1 + 1e-5) + 1e-6
-    if np.dtype(dtype) == np.float16:
-        tolerance = tolerance + np.abs(ref) * FP16_EPS
-    got = batch.astype(np.float64)
-    excess = np.abs(got - ref) - tolerance
-    worst = np.unravel_index(np.argmax(excess), excess.shape)
-    allowed = np.broadcast_to(tolerance, ref.shape)[worst]
-    assert excess[worst] <= 0, (
-        f"at (n, c, y, x) = {worst}: fastdet {got[worst]!r}, cv2 chain {ref[worst]!r}, "
-        f"tolerance {allowed!r}"
-    )
-
-    pad_keys = ("pad_value", "scale", "mean", "std")
-    pad = R.pad_values(mode, **{k: options[k] for k in pad_keys if k in options})
-    for i, g in enumerate(geos):
-        mask = R.padding_mask(g)
-        if not mask.any():
-            continue
-        for c in range(3):
-            values = batch[i, c][mask]
-            expected = np.dtype(dtype).type(pad[c])  # float32 first, as the kernel stores it
-            assert np.array_equal(values, np.full_like(values, expected)), (
-                f"image {i} channel {c}: padding {np.unique(values)[:5]} != {expected!r}"
-            )
 
 
 def run_and_check(images, size, mode="letterbox", **options):
