@@ -1,7 +1,10 @@
-"""fastdet.nms against the torchvision-semantics reference (tests/reference.py nms_reference).
+"""fastdet.nms against the torchvision-semantics reference (tests/reference.py nms_reference), on
+the CPU and on CUDA: one body per check, parametrized over the device.
 
 Kept index arrays must be identical: same indices, same order (score descending, ties lower
-index first).
+index first). The large inputs are the CPU's (the paths of nms_cpu past many kept boxes); the
+CUDA-only checks come last: numpy inputs uploaded, strided GPU inputs, errors of GPU inputs, and
+the CUDA op against the CPU op on large inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 import reference as R
 import workloads as W
+from helpers import HOST, NEEDS_CUDA, on_devices
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -27,32 +31,59 @@ def assert_same_keep(got, want) -> None:
     assert got.tolist() == np.asarray(want).tolist()
 
 
-def check(boxes, scores, iou, classes=None, max_det=None):
-    got = fastdet.nms(boxes, scores, iou, classes=classes, max_det=max_det)
+def nms_on(on_device, boxes, scores, iou, classes=None, max_det=None, device=None):
+    """fastdet.nms on `on_device`'s device: the inputs as given on the CPU; float32 boxes and
+    scores and int64 classes as GPU arrays on CUDA, the kept indices staying there."""
+    if on_device.device == "cpu":
+        return fastdet.nms(boxes, scores, iou, classes=classes, max_det=max_det, device=device)
+    b = on_device.array(np.asarray(boxes, np.float32))
+    s = on_device.array(np.asarray(scores, np.float32))
+    c = None if classes is None else on_device.array(np.asarray(classes, np.int64))
+    return on_device.result(fastdet.nms(b, s, iou, classes=c, max_det=max_det))
+
+
+def check(boxes, scores, iou, classes=None, max_det=None, *, on_device=HOST, device=None):
+    got = nms_on(on_device, boxes, scores, iou, classes, max_det, device)
     want = R.nms_reference(boxes, scores, iou, classes=classes, max_det=max_det)
     assert_same_keep(got, want)
-    return got
+    return np.asarray(got)
 
 
 IOUS = [0.0, 0.3, 0.45, 0.5, 0.65, 0.7, 1.0]
+WITH_CLASSES = pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
+RANDOM_SIZES = [0, 1, 2, 7, 255, 256, 1000, 5000]
+CUDA_RANDOM_SIZES = [0, 1, 2, 7, 255, 256, 257, 1000, 5000]  # 257: past one CUDA chunk of 256
 
 
-@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
-@pytest.mark.parametrize("n", [0, 1, 2, 7, 255, 256, 1000, 5000])
-def test_random_boxes(rng, n, with_classes):
+def random_problem(rng, n, with_classes):
     boxes = W.random_boxes(rng, n)
     scores = rng.uniform(0, 1, size=n).astype(np.float32)
     classes = rng.integers(0, 80, size=n).astype(np.int32) if with_classes else None
+    return boxes, scores, classes
+
+
+@WITH_CLASSES
+@pytest.mark.parametrize(
+    ("device", "n"),
+    on_devices(cpu=[(n,) for n in RANDOM_SIZES], cuda=[(n,) for n in CUDA_RANDOM_SIZES]),
+)
+def test_random_boxes(rng, on_device, n, with_classes):
+    boxes, scores, classes = random_problem(rng, n, with_classes)
     for iou in IOUS:
-        check(boxes, scores, iou, classes)
+        check(boxes, scores, iou, classes, on_device=on_device)
 
 
-@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
-@pytest.mark.parametrize(("n", "clusters"), [(50, 3), (2000, 20), (10000, 60)])
-def test_clustered_boxes(rng, n, clusters, with_classes, num_threads):
+CLUSTERS = [(50, 3), (2000, 20), (10000, 60)]
+
+
+@WITH_CLASSES
+@pytest.mark.parametrize(
+    ("device", "n", "clusters"), on_devices(cpu=CLUSTERS, cuda=[*CLUSTERS, (30000, 64)])
+)
+def test_clustered_boxes(rng, on_device, n, clusters, with_classes, num_threads):
     boxes, scores, classes = W.clustered_boxes(rng, n, clusters)
     for iou in (0.45, 0.65, 0.7):
-        check(boxes, scores, iou, classes if with_classes else None)
+        check(boxes, scores, iou, classes if with_classes else None, on_device=on_device)
 
 
 def test_empty_input_gives_empty_int64():
@@ -62,36 +93,67 @@ def test_empty_input_gives_empty_int64():
     assert_same_keep(keep, [])
 
 
-@pytest.mark.parametrize("max_det", [0, 1, 5, 300, 10**6])
-@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
-def test_max_det(rng, max_det, with_classes):
+def _clustered_3000(rng, with_classes):
     boxes, scores, classes = W.clustered_boxes(rng, 3000, 40)
-    kept = check(boxes, scores, 0.5, classes if with_classes else None, max_det=max_det)
+    return boxes, scores, classes if with_classes else None
+
+
+def _spread_4000(rng, with_classes):
+    """Boxes spread over 2000 px: thousands kept, past CUDA's 512-box shared kept list."""
+    boxes = W.random_boxes(rng, 4000, extent=2000.0)
+    scores = rng.uniform(size=4000).astype(np.float32)
+    return boxes, scores, rng.integers(0, 3, size=4000) if with_classes else None
+
+
+MAX_DET_PROBLEMS = {"clustered": _clustered_3000, "spread": _spread_4000}
+MAX_DETS = [0, 1, 5, 300, 10**6]
+
+
+@WITH_CLASSES
+@pytest.mark.parametrize(
+    ("device", "problem", "max_det"),
+    on_devices(
+        cpu=[("clustered", m) for m in MAX_DETS],
+        # Past 512 kept boxes the CUDA kept list spills from shared memory to global memory.
+        cuda=[("spread", m) for m in [0, 1, 5, 300, 511, 512, 513, 10**6]],
+    ),
+)
+def test_max_det(rng, on_device, problem, max_det, with_classes):
+    boxes, scores, classes = MAX_DET_PROBLEMS[problem](rng, with_classes)
+    kept = check(boxes, scores, 0.5, classes, max_det=max_det, on_device=on_device)
     assert len(kept) <= max_det
 
 
-@pytest.mark.parametrize("n", [40, 3000], ids=["comparison-sort", "radix-sort"])
-@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
-def test_score_ties_keep_lower_index_first(rng, n, with_classes):
+@WITH_CLASSES
+@pytest.mark.parametrize(
+    ("device", "n"),
+    on_devices(
+        cpu={"comparison-sort": (40,), "radix-sort": (3000,)},
+        # Equal scores fill bins far larger than a chunk: they are taken by radix selection.
+        cuda={"one-chunk": (40,), "big-bins": (3000,), "many-ties": (20000,)},
+    ),
+)
+def test_score_ties_keep_lower_index_first(rng, on_device, n, with_classes):
     boxes = W.random_boxes(rng, n, extent=200.0)
     scores = (rng.integers(0, 4, size=n) / 4).astype(np.float32)
     scores[rng.uniform(size=n) < 0.2] = -0.0  # -0 and +0 are one tie
     classes = rng.integers(0, 3, size=n).astype(np.int32) if with_classes else None
     for iou in (0.0, 0.3, 0.5, 0.9):
-        check(boxes, scores, iou, classes)
+        check(boxes, scores, iou, classes, on_device=on_device)
     # Identical boxes and scores: only the lowest index survives.
     same = np.tile(np.array([[10, 10, 50, 50]], np.float32), (n, 1))
-    assert_same_keep(check(same, np.ones(n, np.float32), 0.5), [0])
+    assert_same_keep(check(same, np.ones(n, np.float32), 0.5, on_device=on_device), [0])
 
 
-def test_negative_and_mixed_sign_scores(rng):
+def test_negative_and_mixed_sign_scores(rng, on_device):
     boxes = W.random_boxes(rng, 600, extent=150.0)
+    boxes[::3, 2] = boxes[::3, 0]  # zero width
     scores = rng.normal(0, 3, size=600).astype(np.float32)
-    check(boxes, scores, 0.45)
-    check(boxes, scores, 0.45, rng.integers(0, 5, size=600))
+    check(boxes, scores, 0.45, on_device=on_device)
+    check(boxes, scores, 0.45, rng.integers(-5, 5, size=600), on_device=on_device)
 
 
-def test_zero_area_boxes_have_iou_zero(rng):
+def test_zero_area_boxes_have_iou_zero(rng, on_device):
     """Zero-area boxes (points, lines, inverted boxes) never suppress nor get suppressed."""
     point = [5, 5, 5, 5]
     line = [0, 0, 10, 0]
@@ -101,14 +163,14 @@ def test_zero_area_boxes_have_iou_zero(rng):
     )
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], np.float32)
     for iou in (0.0, 0.5):
-        keep = check(boxes, scores, iou)
+        keep = check(boxes, scores, iou, on_device=on_device)
         assert set(keep.tolist()) >= {0, 1, 2, 3, 4, 5}
     many = W.random_boxes(rng, 500)
     many[::3, 2] = many[::3, 0]  # zero width
     many[1::5, 3] = many[1::5, 1]  # zero height
     for iou in (0.0, 0.45):
-        check(many, rng.uniform(size=500), iou)
-        check(many, rng.uniform(size=500), iou, rng.integers(0, 4, size=500))
+        check(many, rng.uniform(size=500), iou, on_device=on_device)
+        check(many, rng.uniform(size=500), iou, rng.integers(0, 4, size=500), on_device=on_device)
 
 
 def test_class_aware_never_suppresses_across_classes(rng):
@@ -169,7 +231,7 @@ def test_non_contiguous_inputs(rng):
     [(0.3, (3, 10)), (0.6, (3, 5)), (0.2, (1, 5)), (0.1, (1, 10)), (0.45, (9, 20)), (0.5, (1, 2))],
     ids=["0.3", "0.6", "0.2", "0.1", "0.45", "0.5"],
 )
-def test_iou_equal_to_threshold_does_not_suppress(iou, fraction):
+def test_iou_equal_to_threshold_does_not_suppress(on_device, iou, fraction):
     """An IoU equal to float32(threshold) is not above it: the comparison is in float32, as in
     torchvision's CUDA kernel (its CPU kernel compares with the double threshold and would
     suppress the first four cases, whose thresholds round up in float32)."""
@@ -178,10 +240,11 @@ def test_iou_equal_to_threshold_does_not_suppress(iou, fraction):
     b = np.array([union - inter, 0, union, 1], np.float32)  # inside a, area `inter`
     boxes = np.stack([a, b])
     assert np.float32(inter) / np.float32(union) == np.float32(iou)
-    assert_same_keep(check(boxes, np.array([0.9, 0.8], np.float32), iou), [0, 1])
+    scores = np.array([0.9, 0.8], np.float32)
+    assert_same_keep(check(boxes, scores, iou, on_device=on_device), [0, 1])
     # Just above the threshold: suppressed.
     b_bigger = np.array([union - inter - 0.01, 0, union, 1], np.float32)
-    assert_same_keep(check(np.stack([a, b_bigger]), np.array([0.9, 0.8], np.float32), iou), [0])
+    assert_same_keep(check(np.stack([a, b_bigger]), scores, iou, on_device=on_device), [0])
 
 
 @st.composite
@@ -201,13 +264,17 @@ def small_problems(draw):
     return np.stack([x1, y1, x2, y2], axis=1), scores, classes, iou, max_det
 
 
+# `device` and `on_device` hold no state between examples.
 @settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(small_problems())
-def test_matches_reference_on_small_integer_boxes(problem):
+def test_matches_reference_on_small_integer_boxes(on_device, problem):
     boxes, scores, classes, iou, max_det = problem
-    check(boxes, scores, iou, classes, max_det)
+    check(boxes, scores, iou, classes, max_det, on_device=on_device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,3 +520,75 @@ def test_long_call_is_interrupted_by_sigint():
     assert elapsed < 10.0
     check(boxes[:3000], scores[:3000], 1.0)
     check(W.random_boxes(np.random.default_rng(0), 3000), scores[:3000], 0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA only
+# --------------------------------------------------------------------------------------------
+
+
+@NEEDS_CUDA
+@WITH_CLASSES
+@pytest.mark.parametrize("n", CUDA_RANDOM_SIZES)
+def test_numpy_inputs_run_on_cuda(rng, n, with_classes):
+    """device="cuda" uploads numpy inputs and brings the kept indices back."""
+    boxes, scores, classes = random_problem(rng, n, with_classes)
+    for iou in IOUS:
+        check(boxes, scores, iou, classes, device="cuda")
+
+
+@NEEDS_CUDA
+def test_classes_int32_int64_and_strided_inputs(rng, gpulib):
+    """Detections laid out as [n, 6] rows: boxes and scores are strided views, read in place."""
+    boxes, scores, classes = W.clustered_boxes(rng, 5000, 40)
+    table = np.concatenate([boxes, scores[:, None], classes[:, None].astype(np.float32)], axis=1)
+    rows = gpulib.array(table)
+    want = R.nms_reference(boxes, scores, 0.45, classes=classes)
+    for dtype in (np.int32, np.int64):
+        keep = fastdet.nms(
+            rows[:, :4], rows[:, 4], 0.45, classes=gpulib.array(classes.astype(dtype))
+        )
+        assert keep.numpy().tolist() == want.tolist()
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("n", [1000, 30000])
+@pytest.mark.parametrize("iou", [0.45, 0.65])
+def test_cuda_matches_cpu(rng, gpulib, n, iou):
+    boxes, scores, classes = W.clustered_boxes(rng, n, 64)
+    cpu = fastdet.nms(boxes, scores, iou, classes=classes)
+    on_gpu = nms_on(gpulib, boxes, scores, iou, classes)
+    assert on_gpu.tolist() == cpu.tolist()
+    agnostic = fastdet.nms(boxes, scores, iou)
+    assert nms_on(gpulib, boxes, scores, iou).tolist() == agnostic.tolist()
+
+
+@NEEDS_CUDA
+def test_non_finite_inputs_are_named(gpulib):
+    boxes = np.zeros((10, 4), np.float32)
+    scores = np.ones(10, np.float32)
+    boxes[3, 2] = np.nan
+    boxes[7, 1] = np.inf
+    with pytest.raises(ValueError, match=r"nms: boxes must be finite, got nan at boxes\[3, 2\]"):
+        nms_on(gpulib, boxes, scores, 0.5)
+    boxes[:] = 0
+    scores[4] = -np.inf
+    with pytest.raises(ValueError, match=r"nms: scores must be finite, got -inf at scores\[4\]"):
+        fastdet.nms(boxes, scores, 0.5, device="cuda")
+    # The op still works after an error.
+    scores[4] = 1
+    check(boxes, scores, 0.5, on_device=gpulib)
+
+
+@NEEDS_CUDA
+def test_gpu_input_errors(gpulib):
+    boxes = gpulib.array(np.zeros((3, 4), np.float32))
+    scores = gpulib.array(np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match=r"nms: scores must be a float32 GPU array"):
+        fastdet.nms(boxes, gpulib.array(np.zeros(3, np.float16)), 0.5)
+    with pytest.raises(ValueError, match=r"nms: scores must be an array of shape \(3,\)"):
+        fastdet.nms(boxes, gpulib.array(np.zeros(4, np.float32)), 0.5)
+    with pytest.raises(TypeError, match=r"nms: classes must be a int32 or int64 GPU array"):
+        fastdet.nms(boxes, scores, 0.5, classes=gpulib.array(np.zeros(3, np.float32)))
+    with pytest.raises(TypeError, match=r"nms: boxes, scores and classes must be all GPU arrays"):
+        fastdet.nms(boxes, np.zeros(3, np.float32), 0.5)
