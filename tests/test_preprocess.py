@@ -1,14 +1,18 @@
-"""fastdet.preprocess against the OpenCV chain of tests/reference.py (docs/facts.md section 2).
+"""fastdet.preprocess against the OpenCV chain of tests/reference.py (docs/facts.md section 2), on
+the CPU and on CUDA: one body per check, parametrized over the device.
 
 Criteria: resample="opencv" (the default) equals cv2.resize(INTER_LINEAR) + copyMakeBorder +
 BGR->RGB + CHW + scale (+ mean/std), evaluated in float64 and rounded once to float32, bit for
 bit (float16: that float32 rounded to nearest even); resample="float" is within one 8-bit level
 (1/255 of full scale) of it; padding exactly float32(pad * scale); Transform fields exactly the
-reference geometry.
+reference geometry. The CUDA-only checks come last: batches over one launch, GPU batch arrays
+and views, outputs written in place, DLPack inputs and outputs, errors of GPU inputs, and the
+CUDA op against the CPU op on large batches.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -22,14 +26,32 @@ import pytest
 import reference as R
 import workloads as W
 from fastdet import _core
-from helpers import assert_matches_reference
+from helpers import (
+    FP16_EPS,
+    HOST,
+    NEEDS_CUDA,
+    DlpackOnly,
+    assert_matches_reference,
+    on_devices,
+    size_id,
+)
 
 MODES = ("letterbox", "stretch", "topleft")
 
 
-def run_and_check(images, size, mode="letterbox", **options):
+def run_and_check(images, size, mode="letterbox", *, on_device=HOST, upload=False, **options):
+    """fastdet.preprocess on `on_device`'s device against the cv2 chain. The images reach the op
+    as `on_device` makes them (GPU copies on CUDA), or as numpy arrays with device=... when
+    `upload`; the batch must stay on the device."""
     dtype = options.pop("dtype", np.float32)
-    batch, transforms = fastdet.preprocess(images, size, mode=mode, dtype=dtype, **options)
+    if upload:
+        inputs, where = images, {"device": on_device.device}
+    elif isinstance(images, list):
+        inputs, where = [on_device.array(image) for image in images], {}
+    else:
+        inputs, where = on_device.array(images), {}
+    batch, transforms = fastdet.preprocess(inputs, size, mode=mode, dtype=dtype, **where, **options)
+    batch = on_device.result(batch)
     assert_matches_reference(batch, transforms, images, size, mode, dtype=dtype, **options)
     return batch, transforms
 
@@ -44,6 +66,12 @@ def test_float_resample_within_one_level(rng, mode, shape, dtype):
     image = W.random_image(rng, *shape)
     run_and_check(image, 640, mode, resample="float", dtype=dtype)
     run_and_check(image[::-1, ::2], (320, 416), mode, resample="float", dtype=dtype, scale=1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_float_resample_of_a_batch_within_one_level(rng, on_device, dtype):
+    images = W.random_images(rng, [(333, 500), (720, 1280), (1, 1)])
+    run_and_check(images, 640, resample="float", dtype=dtype, on_device=on_device)
 
 
 def test_resample_opencv_is_the_default_and_differs_from_float(rng):
@@ -88,13 +116,22 @@ SHAPES = [
     (1280, 1003),
 ]
 TARGETS = [640, (384, 640), (512, 320)]
+# CUDA: fewer shapes, a 1x7 target, and float16 written by the kernel itself.
+CUDA_SHAPES = [(1, 1), (3, 5), (2, 3000), (479, 641), (640, 640), (1081, 1919), (1280, 1003)]
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=lambda t: f"to{t}")
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize(
+    ("device", "shape", "target", "dtype"),
+    on_devices(
+        cpu=itertools.product(SHAPES, TARGETS, ["float32"]),
+        cuda=itertools.product(CUDA_SHAPES, [*TARGETS, (1, 7)], ["float32", "float16"]),
+        ids=lambda shape, target, dtype: f"{size_id(shape)}-to{size_id(target)}-{dtype}",
+    ),
+)
 @pytest.mark.parametrize("mode", MODES)
-def test_single_image_matches_reference(rng, mode, shape, target):
-    run_and_check(W.random_image(rng, *shape), target, mode)
+def test_single_image_matches_reference(rng, on_device, mode, shape, target, dtype):
+    image = W.random_image(rng, *shape)
+    run_and_check(image, target, mode, dtype=dtype, on_device=on_device)
 
 
 @pytest.mark.parametrize("target", [1, (1, 7), (3, 2), (2, 1)], ids=str)
@@ -123,10 +160,14 @@ def test_upscale_to_1280_matches_reference(rng, mode, shape):
     run_and_check(W.random_image(rng, *shape), 1280, mode)
 
 
+@pytest.mark.parametrize(
+    ("device", "dtype"), on_devices(cpu=[("float32",)], cuda=[("float32",), ("float16",)])
+)
 @pytest.mark.parametrize("mode", MODES)
-def test_mixed_size_batch_matches_reference(rng, mode):
+def test_mixed_size_batch_matches_reference(rng, on_device, mode, dtype):
+    """numpy images of five sizes; device="cuda" uploads them."""
     images = W.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
-    run_and_check(images, 640, mode)
+    run_and_check(images, 640, mode, dtype=dtype, on_device=on_device, upload=True)
 
 
 def _views(rng) -> dict[str, object]:
@@ -157,10 +198,13 @@ VIEW_KINDS = list(_views(np.random.default_rng(0)))
 
 
 @pytest.mark.parametrize("kind", VIEW_KINDS)
-@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
-def test_non_contiguous_input_matches_reference(rng, mode, kind):
+@pytest.mark.parametrize(
+    ("device", "mode"), on_devices(cpu=[("letterbox",), ("stretch",)], cuda=[("letterbox",)])
+)
+def test_non_contiguous_input_matches_reference(rng, on_device, mode, kind):
+    """Read in place on the CPU; packed for the upload on CUDA."""
     images = _views(rng)[kind]
-    run_and_check(images, (320, 416), mode)
+    run_and_check(images, (320, 416), mode, on_device=on_device, upload=True)
 
 
 OPTION_CASES = {
@@ -185,11 +229,18 @@ OPTION_CASES = {
 
 
 @pytest.mark.parametrize("case", list(OPTION_CASES))
-def test_options_match_reference(rng, case):
+def test_options_match_reference(rng, on_device, case):
     options = dict(OPTION_CASES[case])
     mode = options.pop("mode")
     images = W.random_images(rng, [(479, 641), (200, 120)])
-    run_and_check(images, 640, mode, **options)
+    run_and_check(images, 640, mode, on_device=on_device, **options)
+
+
+def test_options_on_a_rectangle_and_a_stride_match_reference(rng, on_device):
+    images = W.random_images(rng, [(333, 500), (720, 1280)])
+    options = dict(swap_rb=False, scale=1.0, mean=(1.0, 2.0, 3.0), std=(2.0, 3.0, 4.0))
+    run_and_check(images, (384, 640), "letterbox", on_device=on_device, **options)
+    run_and_check(images, 640, "letterbox", stride=32, pad_value=0, on_device=on_device)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -354,3 +405,123 @@ def test_coco_photos_match_reference(coco_images, mode):
 @pytest.mark.needs_coco
 def test_coco_photos_float16_stride(coco_images):
     run_and_check(coco_images[:8], 640, "letterbox", stride=32, dtype="float16")
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA only
+# --------------------------------------------------------------------------------------------
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("mode", MODES)
+def test_mixed_size_batch_of_40(rng, gpulib, mode):
+    shapes = [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)] * 8  # 40: two launches
+    images = W.random_images(rng, shapes)
+    run_and_check(images, 640, mode, on_device=gpulib)
+
+
+@NEEDS_CUDA
+def test_batch_array_and_views(rng, gpulib):
+    """A (N, H, W, 3) GPU array is N images; strided GPU views are read in place."""
+    host = rng.integers(0, 256, size=(3, 97, 131, 3), dtype=np.uint8)
+    value = gpulib.array(host)
+    batch, transforms = fastdet.preprocess(value, 64)
+    assert_matches_reference(gpulib.numpy(batch), transforms, list(host), 64)
+    views = {
+        "crop": (value[1, 5:90, 7:120], host[1, 5:90, 7:120]),
+        "step": (value[0, ::2, ::3], host[0, ::2, ::3]),
+        "transposed": (value[2].swapaxes(0, 1), host[2].transpose(1, 0, 2)),
+        "channels-last-planar": (
+            gpulib.array(np.ascontiguousarray(host[0].transpose(2, 0, 1))).permute(1, 2, 0)
+            if gpulib.torch is not None
+            else gpulib.array(np.ascontiguousarray(host[0].transpose(2, 0, 1))).transpose(1, 2, 0),
+            host[0],
+        ),
+    }
+    for view, expected in views.values():
+        batch, transforms = fastdet.preprocess([view], 64, mode="stretch")
+        assert_matches_reference(gpulib.numpy(batch), transforms, [expected], 64, "stretch")
+
+
+@NEEDS_CUDA
+def test_out_is_written_in_place(rng, gpulib):
+    images = W.random_images(rng, [(720, 1280), (480, 640)])
+    for dtype in ("float16", "float32"):
+        out = gpulib.empty((2, 3, 640, 640), dtype)
+        batch, transforms = fastdet.preprocess(
+            [gpulib.array(im) for im in images], 640, dtype=dtype, out=out
+        )
+        assert batch is out
+        assert_matches_reference(gpulib.numpy(out), transforms, images, 640, dtype=np.dtype(dtype))
+    # numpy images into a GPU out; a numpy out from GPU images
+    out = gpulib.empty((2, 3, 640, 640), "float32")
+    fastdet.preprocess(images, 640, out=out)
+    assert_matches_reference(gpulib.numpy(out), transforms, images, 640)
+    host_out = np.empty((2, 3, 640, 640), np.float32)
+    batch, _ = fastdet.preprocess([gpulib.array(im) for im in images], 640, out=host_out)
+    assert batch is host_out
+    assert_matches_reference(host_out, transforms, images, 640)
+
+
+@NEEDS_CUDA
+def test_dlpack_only_images(rng, gpulib):
+    image = W.random_image(rng, 300, 500)
+    batch, transforms = fastdet.preprocess(DlpackOnly(gpulib.array(image)), 320)
+    assert_matches_reference(gpulib.numpy(batch), transforms, [image], 320)
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("resample", ["opencv", "float"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_matches_cpu_on_large_batches(rng, gpulib, dtype, resample):
+    shapes = [(1080, 1920), (2160, 3840), (720, 1280), (1, 1), (3001, 7), (480, 640)] * 3
+    shapes += [(1280, 1280), (1366, 768), (333, 501), (2, 5000)]  # 2x rule, general, odd, sliver
+    images = W.random_images(rng, shapes)
+    for mode in MODES:
+        cpu, cpu_transforms = fastdet.preprocess(
+            images, 640, mode=mode, dtype=dtype, resample=resample
+        )
+        batch, transforms = fastdet.preprocess(
+            [gpulib.array(image) for image in images],
+            640,
+            mode=mode,
+            dtype=dtype,
+            resample=resample,
+        )
+        got = gpulib.result(batch)
+        assert transforms == cpu_transforms
+        if resample == "opencv":
+            assert np.array_equal(got, cpu), f"{mode}: {int((got != cpu).sum())} values differ"
+            continue
+        tolerance = 1 / 255 * (1 + 1e-5) + 1e-6
+        if dtype == "float16":
+            tolerance = tolerance + np.abs(cpu.astype(np.float64)) * 2 * FP16_EPS
+        excess = np.abs(got.astype(np.float64) - cpu.astype(np.float64)) - tolerance
+        assert excess.max() <= 0, f"{mode}: worst excess {excess.max()}"
+
+
+@NEEDS_CUDA
+def test_device_array_feeds_torch(rng, gpulib):
+    if gpulib.torch is None:
+        pytest.skip("torch")
+    image = W.random_image(rng, 720, 1280)
+    batch, _ = fastdet.preprocess(gpulib.array(image), 640, dtype="float16")
+    tensor = gpulib.torch.from_dlpack(batch)
+    assert tensor.shape == (1, 3, 640, 640) and tensor.dtype == gpulib.torch.float16
+    assert tensor.data_ptr() == batch.ptr
+    np.testing.assert_array_equal(tensor.cpu().numpy(), batch.numpy())
+
+
+@NEEDS_CUDA
+def test_gpu_input_errors(rng, gpulib):
+    image = gpulib.array(W.random_image(rng, 10, 10))
+    with pytest.raises(TypeError, match=r"preprocess: images\[0\] must be a uint8 array"):
+        fastdet.preprocess([gpulib.array(np.zeros((4, 4, 3), np.float32))], 8)
+    with pytest.raises(ValueError, match=r"preprocess: images\[0\] must be an array of shape"):
+        fastdet.preprocess([gpulib.array(np.zeros((4, 4, 4), np.uint8))], 8)
+    with pytest.raises(TypeError, match=r"preprocess: images must be all numpy arrays or all GPU"):
+        fastdet.preprocess([image, np.zeros((4, 4, 3), np.uint8)], 8)
+    with pytest.raises(ValueError, match=r"preprocess: out must be an array of dtype float32"):
+        fastdet.preprocess(image, 8, out=gpulib.empty((1, 3, 8, 9), "float32"))
+    with pytest.raises(ValueError, match=r"preprocess: device='cpu' but the inputs are GPU"):
+        fastdet.preprocess(image, 8, device="cpu")
