@@ -159,8 +159,8 @@ def test_preprocess(benchmark: Any, gpu_timed: Any, batch: int, case: str) -> No
     result = gpu_timed(fn)
     if "GPU frames" in case:
         benchmark.extra_info["device_us"] = _device_us(fn)
-    # torch's bilinear resize is not OpenCV's (tests/test_cuda_preprocess.py checks fastdet
-    # against OpenCV); here both must at least give the same batch shape and dtype.
+    # torch's bilinear resize is not OpenCV's (the CUDA cases of tests/test_preprocess.py check
+    # fastdet against OpenCV); here both must at least give the same batch shape and dtype.
     reference = torch_letterbox(torch.from_numpy(frames[0]).cuda(), geometry)
     assert tuple(result.shape) == tuple(reference.shape) and result.dtype == reference.dtype
 
@@ -279,7 +279,7 @@ def test_postprocess_yolov7(
     if case == "fastdet Postprocessor.enqueue":
         benchmark.extra_info["device_us"] = _device_us(fn)
     # Same detections as the torch path (counts per image; torchvision breaks exact score ties
-    # its own way, so the rows are not compared one by one here: tests/test_cuda_* do that).
+    # its own way, so the rows are not compared one by one here: tests/test_postprocess.py does).
     ours = fastdet.postprocess(outputs[0], "yolov7", transforms, **settings)
     theirs = torch_yolov7(outputs[0], conf, iou, multi_label, transforms)
     benchmark.extra_info["detections"] = [len(d) for d in ours][:4]

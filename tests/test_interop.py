@@ -1,6 +1,8 @@
-"""fastdet.gpu: reading GPU arrays (__cuda_array_interface__, __dlpack__), streams, DeviceArray,
-device selection and its errors. Tests marked needs_cuda run only with a CUDA build and a GPU;
-the others check the dispatch and its messages anywhere.
+"""fastdet.gpu, how fastdet meets other libraries' GPU data: reading GPU arrays
+(__cuda_array_interface__, __dlpack__), streams, DeviceArray, device selection and its errors.
+Tests marked needs_cuda run only with a CUDA build and a GPU; the others check the dispatch and
+its messages anywhere. The ops' own CUDA checks are in their modules (test_preprocess.py,
+test_nms.py, test_postprocess.py).
 """
 
 from __future__ import annotations
