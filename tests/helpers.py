@@ -55,36 +55,23 @@ def size_id(size: Any) -> str:
     return "x".join(map(str, size)) if isinstance(size, tuple) else str(size)
 
 
-def case_id(value: Any) -> str | None:
-    """Test ids: a size (480, 640) as 480x640; pytest's own id for anything else."""
-    if isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
-        return size_id(value)
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # Arrays on a device
 # --------------------------------------------------------------------------------------------
 
 
 class HostArrays:
-    """GpuLib's interface for the CPU: a test's numpy arrays reach the op as they are."""
+    """On the CPU, in GpuLib's terms: a test's numpy arrays reach the op as they are."""
 
     device = "cpu"
 
     def array(self, value: np.ndarray) -> np.ndarray:
         return value
 
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        return np.empty(shape, dtype)
-
-    def numpy(self, value: Any) -> np.ndarray:
+    def result(self, value: Any) -> np.ndarray:
+        """An op's array result, which is a numpy array."""
         assert isinstance(value, np.ndarray), type(value)
         return value
-
-    def result(self, value: Any) -> np.ndarray:
-        """An op's array result, which stays on the host."""
-        return self.numpy(value)
 
 
 HOST = HostArrays()
