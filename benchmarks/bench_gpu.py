@@ -30,6 +30,7 @@ from typing import Any
 import fastdet
 import numpy as np
 import pytest
+import reference as R
 import workloads
 
 torch = pytest.importorskip("torch")
@@ -127,7 +128,8 @@ PRE_CASES = (
 @pytest.mark.parametrize("batch", [1, 16])
 def test_preprocess(benchmark: Any, gpu_timed: Any, batch: int, case: str) -> None:
     frames = _frames(batch, _rotation(batch * FRAME_BYTES))
-    geometry = workloads.letterbox_geometry(1080, 1920)
+    g = R.letterbox_geometry(1080, 1920, INPUT)
+    geometry = (*g.resized_size, g.top, g.bottom, g.left, g.right)
     benchmark.group = f"preprocess 1080p -> 640 letterbox fp16, batch {batch}"
     benchmark.extra_info.update(
         case=case, batch=batch, bytes=batch * (FRAME_BYTES + 3 * 640 * 640 * 2)
@@ -157,8 +159,8 @@ def test_preprocess(benchmark: Any, gpu_timed: Any, batch: int, case: str) -> No
     result = gpu_timed(fn)
     if "GPU frames" in case:
         benchmark.extra_info["device_us"] = _device_us(fn)
-    # torch's bilinear resize is not OpenCV's (tests/test_cuda_preprocess.py checks fastdet
-    # against OpenCV); here both must at least give the same batch shape and dtype.
+    # torch's bilinear resize is not OpenCV's (the CUDA cases of tests/test_preprocess.py check
+    # fastdet against OpenCV); here both must at least give the same batch shape and dtype.
     reference = torch_letterbox(torch.from_numpy(frames[0]).cuda(), geometry)
     assert tuple(result.shape) == tuple(reference.shape) and result.dtype == reference.dtype
 
@@ -277,7 +279,7 @@ def test_postprocess_yolov7(
     if case == "fastdet Postprocessor.enqueue":
         benchmark.extra_info["device_us"] = _device_us(fn)
     # Same detections as the torch path (counts per image; torchvision breaks exact score ties
-    # its own way, so the rows are not compared one by one here: tests/test_cuda_* do that).
+    # its own way, so the rows are not compared one by one here: tests/test_postprocess.py does).
     ours = fastdet.postprocess(outputs[0], "yolov7", transforms, **settings)
     theirs = torch_yolov7(outputs[0], conf, iou, multi_label, transforms)
     benchmark.extra_info["detections"] = [len(d) for d in ours][:4]
@@ -329,7 +331,7 @@ def test_nms(benchmark: Any, gpu_timed: Any, n: int, case: str) -> None:
     count = _rotation(n * 28, most=8)
     problems = []
     for seed in range(count):
-        b, s, c = workloads.clustered_boxes(n, seed=seed)
+        b, s, c = workloads.image_candidates(n, seed=seed)
         problems.append(
             (torch.from_numpy(b).cuda(), torch.from_numpy(s).cuda(), torch.from_numpy(c).cuda())
         )

@@ -9,9 +9,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import anchors
 import numpy as np
 import pytest
-import workloads
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
@@ -35,9 +35,9 @@ def _hand_written(path: str, threads: int) -> Callable[[np.ndarray], Any]:
     _, (transform,) = fastdet.preprocess(np.zeros((1080, 1920, 3), np.uint8), 640)
 
     def run(image: np.ndarray) -> Any:
-        batch = workloads.letterbox_opencv_best(image, np.float32)
+        batch = anchors.letterbox_opencv_best(image, np.float32)
         (output,) = session.run(None, {"images": batch})
-        return workloads.postprocess_yolov7_numpy(
+        return anchors.postprocess_yolov7_numpy(
             output, transform.as_row(), 0.25, 0.45, multi_label=False
         )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import anchors
 import fastdet
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_postprocess_yolov7(
         return
     nms = "opencv" if "opencv" in case else "numpy"
     result = timed(
-        lambda: workloads.postprocess_yolov7_numpy(
+        lambda: anchors.postprocess_yolov7_numpy(
             yolov7_output, row, conf, iou, multi_label, nms=nms
         ),
         BUDGET_S,
@@ -106,7 +107,7 @@ def test_postprocess_damo(
         return
     nms = "opencv" if "opencv" in case else "numpy"
     result = timed(
-        lambda: workloads.postprocess_damo_numpy(scores, boxes, row, DAMO_CONF, DAMO_IOU, nms=nms),
+        lambda: anchors.postprocess_damo_numpy(scores, boxes, row, DAMO_CONF, DAMO_IOU, nms=nms),
         BUDGET_S,
     )
     _check(result, run_fastdet())

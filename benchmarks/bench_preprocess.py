@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import anchors
 import cv2
 import fastdet
 import numpy as np
 import pytest
+import reference as R
 import workloads
 
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
@@ -19,7 +21,7 @@ DTYPES = {"fp32": np.float32, "fp16": np.float16}
 def _cases(image: np.ndarray, dtype: type) -> dict[str, Callable[[], Any]]:
     out: np.ndarray = np.empty((1, 3, workloads.INPUT_SIZE, workloads.INPUT_SIZE), dtype=dtype)
     h, w = image.shape[:2]
-    new_h, new_w = workloads.letterbox_geometry(h, w)[:2]
+    new_h, new_w = R.letterbox_geometry(h, w, workloads.INPUT_SIZE).resized_size
     return {
         # resample="opencv" (the default): the official network input bit for bit.
         "fastdet": lambda: fastdet.preprocess(image, workloads.INPUT_SIZE, dtype=dtype)[0],
@@ -30,10 +32,10 @@ def _cases(image: np.ndarray, dtype: type) -> dict[str, Callable[[], Any]]:
         "fastdet (resample=float)": lambda: fastdet.preprocess(
             image, workloads.INPUT_SIZE, dtype=dtype, resample="float"
         )[0],
-        "opencv best chain": lambda: workloads.letterbox_opencv_best(image, dtype),
-        "opencv best chain, cv2 convert": lambda: workloads.letterbox_opencv_convert(image, dtype),
-        "ultralytics numpy": lambda: workloads.letterbox_ultralytics(image, dtype),
-        "opencv blobFromImage": lambda: workloads.letterbox_blob_from_image(image, dtype),
+        "opencv best chain": lambda: anchors.letterbox_opencv_best(image, dtype),
+        "opencv best chain, cv2 convert": lambda: anchors.letterbox_opencv_convert(image, dtype),
+        "ultralytics numpy": lambda: anchors.letterbox_ultralytics(image, dtype),
+        "opencv blobFromImage": lambda: anchors.letterbox_blob_from_image(image, dtype),
         # Not a letterbox: the resize alone, the floor of any chain built on cv2.resize.
         "opencv resize only": lambda: cv2.resize(
             image, (new_w, new_h), interpolation=cv2.INTER_LINEAR
@@ -82,7 +84,7 @@ def test_letterbox(
 
 def _resize_cases(image: np.ndarray) -> dict[str, Callable[[], Any]]:
     h, w = image.shape[:2]
-    linear = workloads.letterbox_geometry(h, w)[:2]
+    linear = R.letterbox_geometry(h, w, workloads.INPUT_SIZE).resized_size
     r = workloads.INPUT_SIZE / max(h, w)  # YOLOv7 test.py's load: int() truncation
     area = (int(h * r), int(w * r))
     return {

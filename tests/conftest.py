@@ -1,14 +1,17 @@
-"""Shared fixtures: a seeded rng, the device axis (CUDA skipped unless usable), COCO photos."""
+"""Shared fixtures: a seeded rng, the device an op runs on and its arrays there (CUDA skipped
+unless usable), the thread count, COCO photos."""
 
 from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import fastdet
 import numpy as np
 import pytest
+from helpers import HOST, NEEDS_CUDA, GpuLib, HostArrays
 
 COCO_ENV = "FASTDET_COCO_MINI"
 
@@ -31,16 +34,31 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])
 def device(request: pytest.FixtureRequest) -> str:
-    """Where an op runs. Only "cpu" ops exist today; "cuda" is skipped unless usable."""
-    if request.param == "cuda" and not fastdet.cuda_is_available():
-        pytest.skip("needs a CUDA build of fastdet and a visible GPU")
+    """Where an op runs: "cpu", and "cuda" (marked needs_cuda). A test whose devices need
+    different grids parametrizes "device" itself (helpers.on_devices)."""
     return request.param
 
 
-def coco_image_paths() -> list[Path]:
-    """The COCO-mini photos named by FASTDET_COCO_MINI, or a skip saying how to get them."""
+@pytest.fixture(scope="session")
+def gpulib() -> GpuLib:
+    """Makes and reads GPU arrays (torch, else CuPy); skips the test when neither has a GPU."""
+    return GpuLib()
+
+
+@pytest.fixture
+def on_device(device: str, request: pytest.FixtureRequest) -> HostArrays | GpuLib:
+    """The arrays a test hands the op on `device`: numpy arrays as they are on the CPU, GPU
+    copies on CUDA (gpulib); .result() reads an op's array result back, checking that it stayed
+    on the device."""
+    return HOST if device == "cpu" else request.getfixturevalue("gpulib")
+
+
+@pytest.fixture(scope="session")
+def coco_paths() -> list[Path]:
+    """The COCO-mini photos named by FASTDET_COCO_MINI (skipped, saying how to get them, when
+    the variable is unset)."""
     folder = os.environ.get(COCO_ENV)
     if not folder:
         pytest.skip(f"{COCO_ENV} is not set (the coco-mini folder: val2017/ + annotations/)")
@@ -52,12 +70,12 @@ def coco_image_paths() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def coco_images() -> list[np.ndarray]:
+def coco_images(coco_paths: list[Path]) -> list[np.ndarray]:
     """The COCO-mini photos as BGR uint8 arrays (skipped when FASTDET_COCO_MINI is unset)."""
     import cv2
 
     images = []
-    for path in coco_image_paths():
+    for path in coco_paths:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         assert image is not None, f"cv2 could not read {path}"
         images.append(image)
@@ -65,8 +83,12 @@ def coco_images() -> list[np.ndarray]:
 
 
 @pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
-def num_threads(request: pytest.FixtureRequest):
-    """Runs the test with fastdet using 1 and then 2 CPU threads, restoring the setting after."""
+def num_threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Runs the test with fastdet using 1 and then 2 CPU threads, restoring the setting after.
+    Beside a CUDA device the count changes nothing the test checks: that case runs once."""
+    if request.param != 1 and "device" in request.fixturenames:
+        if request.getfixturevalue("device") != "cpu":
+            pytest.skip("CPU threads: the CUDA case runs once (threads1)")
     before = fastdet.get_num_threads()
     fastdet.set_num_threads(request.param)
     yield request.param

@@ -1,8 +1,8 @@
 """Plain numpy (+ cv2 for resizing) references for fastdet, written from docs/facts.md.
 
 Nothing here imports fastdet: these functions restate the official semantics of YOLOv7 and
-DAMO-YOLO pre/postprocessing so the tests can compare fastdet with them. The workload
-generators at the end are shared with the benchmarks.
+DAMO-YOLO pre/postprocessing so the tests can compare fastdet with them. The seeded inputs they
+are compared on are workloads.py's.
 
 Conventions: sizes are (height, width); boxes are float32 x1, y1, x2, y2; scores float32.
 """
@@ -386,6 +386,14 @@ def nms_reference(boxes, scores, iou_threshold: float, classes=None, max_det=Non
 # Postprocessing (docs/facts.md sections 3 and 4)
 # --------------------------------------------------------------------------------------------
 
+# YOLOv7 (P5 models other than tiny): anchors per level in input pixels, P3 first, and strides.
+YOLOV7_ANCHORS = (
+    ((12, 16), (19, 36), (40, 28)),
+    ((36, 75), (76, 55), (72, 146)),
+    ((142, 110), (192, 243), (459, 401)),
+)
+YOLOV7_STRIDES = (8, 16, 32)
+DAMO_STRIDES = (8, 16, 32)
 YOLOV7_MAX_WH = 4096.0
 # torchvision batched_nms on CUDA: the coordinate trick while boxes.numel() <= this.
 BATCHED_NMS_TRICK_NUMEL = 20000
@@ -749,247 +757,3 @@ def damo_eval_records(
                     }
                 )
     return records
-
-
-# --------------------------------------------------------------------------------------------
-# Workloads (shared with benchmarks/)
-# --------------------------------------------------------------------------------------------
-
-YOLOV7_ANCHORS = (
-    ((12, 16), (19, 36), (40, 28)),
-    ((36, 75), (76, 55), (72, 146)),
-    ((142, 110), (192, 243), (459, 401)),
-)
-YOLOV7_STRIDES = (8, 16, 32)
-DAMO_STRIDES = (8, 16, 32)
-
-
-def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """An (height, width, 3) uint8 BGR image of uniform noise (the worst case for resampling)."""
-    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-
-
-def random_images(rng: np.random.Generator, shapes) -> list[np.ndarray]:
-    return [random_image(rng, h, w) for h, w in shapes]
-
-
-def clustered_boxes(
-    rng: np.random.Generator,
-    n: int,
-    clusters: int,
-    *,
-    num_classes: int = 80,
-    extent: float = 640.0,
-    jitter: float = 0.08,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """n boxes around `clusters` objects (each box jittered by ~`jitter` of the object's size),
-    with random scores and classes (mostly the object's class): what NMS sees from a detector.
-    Returns float32 boxes (n, 4), float32 scores (n,), int32 classes (n,)."""
-    clusters = max(int(clusters), 1)
-    centre = rng.uniform(0, extent, size=(clusters, 2))
-    size = rng.uniform(0.03 * extent, 0.4 * extent, size=(clusters, 2))
-    cls = rng.integers(0, num_classes, size=clusters)
-    which = rng.integers(0, clusters, size=n)
-    c = centre[which] + rng.normal(0, jitter, size=(n, 2)) * size[which]
-    wh = size[which] * np.exp(rng.normal(0, jitter, size=(n, 2)))
-    boxes = np.concatenate([c - wh / 2, c + wh / 2], axis=1).astype(np.float32)
-    scores = rng.uniform(0.001, 1.0, size=n).astype(np.float32)
-    classes = np.where(
-        rng.uniform(size=n) < 0.8, cls[which], rng.integers(0, num_classes, size=n)
-    ).astype(np.int32)
-    return boxes, scores, classes
-
-
-def _grid_rows(size: int, strides, anchors_per_level: int):
-    """(level, anchor, gy, gx, stride) of every row, ordered level, anchor, y, x."""
-    parts = []
-    for level, stride in enumerate(strides):
-        n = size // stride
-        a, gy, gx = np.meshgrid(
-            np.arange(anchors_per_level), np.arange(n), np.arange(n), indexing="ij"
-        )
-        parts.append(
-            np.stack(
-                [
-                    np.full(a.size, level),
-                    a.ravel(),
-                    gy.ravel(),
-                    gx.ravel(),
-                    np.full(a.size, stride),
-                ],
-                axis=1,
-            )
-        )
-    return np.concatenate(parts, axis=0)
-
-
-def _yolov7_probabilities(rng, rows, num_classes: int, objects: int, size: int):
-    """Objectness and class probabilities of a trained-looking YOLOv7 output (one image): a
-    low-confidence background, plus `objects` objects, each lighting up a few nearby rows with
-    a dominant class. Returns obj (N,), cls (N, C), and the xywh of each row."""
-    n = rows.shape[0]
-    level, anchor, gy, gx, stride = (rows[:, k] for k in range(5))
-    obj_logit = rng.normal(-5.5, 1.3, size=n)
-    cls_logit = rng.normal(-4.0, 1.4, size=(n, num_classes))
-    anchor_wh = np.asarray(YOLOV7_ANCHORS, dtype=np.float64)[level, anchor]
-    cx = (gx + rng.uniform(-0.5, 1.5, size=n)) * stride
-    cy = (gy + rng.uniform(-0.5, 1.5, size=n)) * stride
-    wh = anchor_wh * (2 * rng.uniform(0.25, 0.9, size=(n, 2))) ** 2
-    for _ in range(objects):
-        ox, oy = rng.uniform(0, size, size=2)
-        ow, oh = rng.uniform(0.05, 0.6, size=2) * size
-        k = int(rng.integers(0, num_classes))
-        lvl = int(np.clip(np.log2(max(ow, oh) / 64) + 1, 0, len(YOLOV7_STRIDES) - 1))
-        near = np.flatnonzero(
-            (level == lvl)
-            & (np.abs((gx + 0.5) * stride - ox) <= 1.5 * stride)
-            & (np.abs((gy + 0.5) * stride - oy) <= 1.5 * stride)
-        )
-        obj_logit[near] = rng.normal(-1.5, 1.5, size=near.size)
-        cls_logit[near, k] = rng.normal(1.5, 1.0, size=near.size)
-        cx[near] = ox + rng.normal(0, 0.05, size=near.size) * ow
-        cy[near] = oy + rng.normal(0, 0.05, size=near.size) * oh
-        wh[near] = np.array([ow, oh]) * np.exp(rng.normal(0, 0.1, size=(near.size, 2)))
-    return obj_logit, cls_logit, np.stack([cx, cy, wh[:, 0], wh[:, 1]], axis=1)
-
-
-def yolov7_output(
-    rng: np.random.Generator,
-    batch: int = 1,
-    *,
-    size: int = 640,
-    num_classes: int = 80,
-    objects: int = 8,
-) -> np.ndarray:
-    """A realistic YOLOv7 --grid output [B, 25200, 5 + C] for a 640 input: cx, cy, w, h in input
-    pixels, objectness and class probabilities. A few dozen rows pass conf 0.25 (single-label)
-    and ~150k-200k (box, class) pairs pass conf 0.001 (multi-label) per image."""
-    rows = _grid_rows(size, YOLOV7_STRIDES, 3)
-    out = np.empty((batch, rows.shape[0], 5 + num_classes), dtype=np.float32)
-    for b in range(batch):
-        obj_logit, cls_logit, xywh = _yolov7_probabilities(rng, rows, num_classes, objects, size)
-        out[b, :, :4] = xywh
-        out[b, :, 4] = sigmoid(obj_logit)
-        out[b, :, 5:] = sigmoid(cls_logit)
-    return out
-
-
-def yolov7_raw_output(
-    rng: np.random.Generator,
-    batch: int = 1,
-    *,
-    size: int = 640,
-    num_classes: int = 80,
-    objects: int = 8,
-) -> list[np.ndarray]:
-    """Raw YOLOv7 logit maps (export without --grid), one [B, 3, ny, nx, 5 + C] per level, P3
-    first, with the score statistics of yolov7_output."""
-    rows = _grid_rows(size, YOLOV7_STRIDES, 3)
-    flat = np.empty((batch, rows.shape[0], 5 + num_classes), dtype=np.float32)
-    for b in range(batch):
-        obj_logit, cls_logit, _ = _yolov7_probabilities(rng, rows, num_classes, objects, size)
-        flat[b, :, :4] = rng.normal(0.0, 1.0, size=(rows.shape[0], 4))
-        flat[b, :, 4] = obj_logit
-        flat[b, :, 5:] = cls_logit
-    levels, start = [], 0
-    for stride in YOLOV7_STRIDES:
-        n = size // stride
-        count = 3 * n * n
-        levels.append(flat[:, start : start + count].reshape(batch, 3, n, n, 5 + num_classes))
-        start += count
-    return levels
-
-
-def damo_output(
-    rng: np.random.Generator,
-    batch: int = 1,
-    *,
-    size: int = 640,
-    num_classes: int = 80,
-    objects: int = 8,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A realistic DAMO-YOLO output: scores [B, N, C] (sigmoid, no objectness) and boxes
-    [B, N, 4] x1, y1, x2, y2 in input pixels (not clipped), N = 8400 at 640. Prior points are
-    (col * stride, row * stride); boxes are distances l, t, r, b from them."""
-    priors = []
-    for stride in DAMO_STRIDES:
-        n = size // stride
-        gy, gx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        priors.append(
-            np.stack([gx.ravel() * stride, gy.ravel() * stride, np.full(n * n, stride)], axis=1)
-        )
-    prior = np.concatenate(priors, axis=0).astype(np.float64)
-    n = prior.shape[0]
-    scores = np.empty((batch, n, num_classes), dtype=np.float32)
-    boxes = np.empty((batch, n, 4), dtype=np.float32)
-    for b in range(batch):
-        logit = rng.normal(-5.5, 1.0, size=(n, num_classes))
-        dist = prior[:, 2:3] * rng.uniform(0.5, 6.0, size=(n, 4))
-        box = np.concatenate([prior[:, :2] - dist[:, :2], prior[:, :2] + dist[:, 2:]], axis=1)
-        for _ in range(objects):
-            ox, oy = rng.uniform(0, size, size=2)
-            ow, oh = rng.uniform(0.05, 0.6, size=2) * size
-            k = int(rng.integers(0, num_classes))
-            near = np.flatnonzero(
-                (np.abs(prior[:, 0] - ox) <= 0.5 * ow)
-                & (np.abs(prior[:, 1] - oy) <= 0.5 * oh)
-                & (prior[:, 2] >= 16)
-            )
-            logit[near, k] = rng.normal(0.0, 1.5, size=near.size)
-            c = np.array([ox, oy]) + rng.normal(0, 0.05, size=(near.size, 2)) * [ow, oh]
-            wh = np.array([ow, oh]) * np.exp(rng.normal(0, 0.1, size=(near.size, 2)))
-            box[near] = np.concatenate([c - wh / 2, c + wh / 2], axis=1)
-        scores[b] = sigmoid(logit)
-        boxes[b] = box
-    return scores, boxes
-
-
-def end2end_output(
-    rng: np.random.Generator,
-    batch: int = 1,
-    *,
-    k: int = 100,
-    size: int = 640,
-    num_classes: int = 80,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """An EfficientNMS-style output: num_dets [B, 1] int32, det_boxes [B, K, 4] xyxy,
-    det_scores [B, K] (descending below num_dets, zeros after), det_classes [B, K] int32."""
-    num_dets = rng.integers(0, k + 1, size=(batch, 1)).astype(np.int32)
-    centre = rng.uniform(0, size, size=(batch, k, 2))
-    wh = rng.uniform(4, size / 2, size=(batch, k, 2))
-    det_boxes = np.concatenate([centre - wh / 2, centre + wh / 2], axis=2).astype(np.float32)
-    det_scores = -np.sort(-rng.uniform(0.2, 1.0, size=(batch, k)), axis=1)
-    det_scores = det_scores.astype(np.float32)
-    det_classes = rng.integers(0, num_classes, size=(batch, k)).astype(np.int32)
-    for b in range(batch):
-        n = int(num_dets[b, 0])
-        det_boxes[b, n:] = 0
-        det_scores[b, n:] = 0
-        det_classes[b, n:] = 0
-    return num_dets, det_boxes, det_scores, det_classes
-
-
-def max_wh_output(
-    rng: np.random.Generator,
-    batch: int = 1,
-    *,
-    rows: int = 60,
-    size: int = 640,
-    num_classes: int = 80,
-) -> np.ndarray:
-    """A YOLOv7 --max-wh output: [M, 7] float32 rows of batch index, x1, y1, x2, y2, class,
-    score, grouped by image as onnxruntime's NonMaxSuppression returns them."""
-    image = np.sort(rng.integers(0, batch, size=rows))
-    centre = rng.uniform(0, size, size=(rows, 2))
-    wh = rng.uniform(4, size / 2, size=(rows, 2))
-    table = np.concatenate(
-        [
-            image[:, None],
-            centre - wh / 2,
-            centre + wh / 2,
-            rng.integers(0, num_classes, size=(rows, 1)),
-            rng.uniform(0.01, 1.0, size=(rows, 1)),
-        ],
-        axis=1,
-    )
-    return table.astype(np.float32)

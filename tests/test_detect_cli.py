@@ -8,9 +8,10 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastdet.tools.cli import main
-from test_sources import make_video
+from helpers import write_damaged_jpegs, write_video
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("torch")
@@ -26,12 +27,10 @@ def model(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def photos(tmp_path: Path) -> Path:
-    from conftest import coco_image_paths
-
+def photos(tmp_path: Path, coco_paths: list[Path]) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
-    for path in coco_image_paths()[:3]:
+    for path in coco_paths[:3]:
         shutil.copy(path, folder / path.name)
     return folder
 
@@ -82,7 +81,7 @@ def test_default_output_folder_and_class_names(model, photos, tmp_path, monkeypa
 
 
 def test_video_gets_an_annotated_video(model, tmp_path) -> None:
-    make_video(tmp_path / "clip.mp4", 9, fps=12.0, size=(96, 128))
+    write_video(tmp_path / "clip.mp4", 9, fps=12.0, size=(96, 128))
     out = tmp_path / "out"
     assert main(["detect", str(tmp_path / "clip.mp4"), "--model", model, "--save", str(out),
                  "--save-json", str(tmp_path / "v.json"), "--batch", "4"]) == 0  # fmt: skip
@@ -171,11 +170,9 @@ def test_python_m_fastdet_and_info(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.filterwarnings("default::fastdet.CorruptImageWarning")  # as for a user
 def test_damaged_jpegs_are_named_and_strict_stops(model, tmp_path, capsys) -> None:
-    from test_sources import _damaged_jpegs
-
     pytest.importorskip("simplejpeg")
-    rng = __import__("numpy").random.default_rng(3)
-    _damaged_jpegs(tmp_path / "shots", rng)
+    rng = np.random.default_rng(3)
+    write_damaged_jpegs(tmp_path / "shots", rng)
     records = tmp_path / "d.json"
     assert main(["detect", str(tmp_path / "shots"), "--model", model, "--no-draw",
                  "--save-json", str(records)]) == 0  # fmt: skip

@@ -17,7 +17,6 @@ from pathlib import Path
 import fastdet
 import numpy as np
 import pytest
-from conftest import coco_image_paths
 from fastdet import Detector
 from fastdet.engines.openvino import OpenVinoCrashError, decode_head, engine, probe
 from fastdet.engines.openvino import quantize as quantize_module
@@ -62,10 +61,10 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def photos() -> list[np.ndarray]:
+def photos(coco_paths: list[Path]) -> list[np.ndarray]:
     import cv2
 
-    return [cv2.imread(str(path)) for path in coco_image_paths()[:4]]
+    return [cv2.imread(str(path)) for path in coco_paths[:4]]
 
 
 # --- fp32 --------------------------------------------------------------------------------------
@@ -316,8 +315,10 @@ def test_no_probe_on_an_unaffected_combination(model: Path, cache: Path, monkeyp
 
 
 @pytest.mark.needs_coco
-def test_val_reports_the_agreement_with_onnxruntime_fp32(model: Path, capsys) -> None:
-    root = coco_image_paths()[0].parent.parent
+def test_val_reports_the_agreement_with_onnxruntime_fp32(
+    model: Path, capsys, coco_paths: list[Path]
+) -> None:
+    root = coco_paths[0].parent.parent
     found = fastdet.val(model, root, limit=3, backend="openvino", threads=2, progress=False)
     agreement = found["agreement"]
     assert agreement["images"] == 3 and agreement["reference_boxes"] > 0

@@ -10,9 +10,9 @@ import cv2
 import fastdet
 import numpy as np
 import pytest
+from helpers import assert_matches_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_preprocess import assert_matches_reference
 
 EXAMPLES = int(os.environ.get("FASTDET_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(

@@ -1,7 +1,10 @@
-"""fastdet.nms against the torchvision-semantics reference (tests/reference.py nms_reference).
+"""fastdet.nms against the torchvision-semantics reference (tests/reference.py nms_reference), on
+the CPU and on CUDA: one body per check, parametrized over the device.
 
 Kept index arrays must be identical: same indices, same order (score descending, ties lower
-index first).
+index first). The large inputs are the CPU's (the paths of nms_cpu past many kept boxes); the
+CUDA-only checks come last: numpy inputs uploaded, strided GPU inputs, errors of GPU inputs, and
+the CUDA op against the CPU op on large inputs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
+import workloads as W
+from helpers import HOST, NEEDS_CUDA, on_devices
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -26,38 +31,59 @@ def assert_same_keep(got, want) -> None:
     assert got.tolist() == np.asarray(want).tolist()
 
 
-def check(boxes, scores, iou, classes=None, max_det=None):
-    got = fastdet.nms(boxes, scores, iou, classes=classes, max_det=max_det)
+def nms_on(on_device, boxes, scores, iou, classes=None, max_det=None, device=None):
+    """fastdet.nms on `on_device`'s device: the inputs as given on the CPU; float32 boxes and
+    scores and int64 classes as GPU arrays on CUDA, the kept indices staying there."""
+    if on_device.device == "cpu":
+        return fastdet.nms(boxes, scores, iou, classes=classes, max_det=max_det, device=device)
+    b = on_device.array(np.asarray(boxes, np.float32))
+    s = on_device.array(np.asarray(scores, np.float32))
+    c = None if classes is None else on_device.array(np.asarray(classes, np.int64))
+    return on_device.result(fastdet.nms(b, s, iou, classes=c, max_det=max_det))
+
+
+def check(boxes, scores, iou, classes=None, max_det=None, *, on_device=HOST, device=None):
+    got = nms_on(on_device, boxes, scores, iou, classes, max_det, device)
     want = R.nms_reference(boxes, scores, iou, classes=classes, max_det=max_det)
     assert_same_keep(got, want)
-    return got
-
-
-def random_boxes(rng, n, extent=640.0):
-    xy = rng.uniform(0, extent, size=(n, 2))
-    wh = rng.uniform(1, extent / 3, size=(n, 2))
-    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    return np.asarray(got)
 
 
 IOUS = [0.0, 0.3, 0.45, 0.5, 0.65, 0.7, 1.0]
+WITH_CLASSES = pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
+RANDOM_SIZES = [0, 1, 2, 7, 255, 256, 1000, 5000]
+CUDA_RANDOM_SIZES = [0, 1, 2, 7, 255, 256, 257, 1000, 5000]  # 257: past one CUDA chunk of 256
 
 
-@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
-@pytest.mark.parametrize("n", [0, 1, 2, 7, 255, 256, 1000, 5000])
-def test_random_boxes(rng, n, with_classes):
-    boxes = random_boxes(rng, n)
+def random_problem(rng, n, with_classes):
+    boxes = W.random_boxes(rng, n)
     scores = rng.uniform(0, 1, size=n).astype(np.float32)
     classes = rng.integers(0, 80, size=n).astype(np.int32) if with_classes else None
+    return boxes, scores, classes
+
+
+@WITH_CLASSES
+@pytest.mark.parametrize(
+    ("device", "n"),
+    on_devices(cpu=[(n,) for n in RANDOM_SIZES], cuda=[(n,) for n in CUDA_RANDOM_SIZES]),
+)
+def test_random_boxes(rng, on_device, n, with_classes):
+    boxes, scores, classes = random_problem(rng, n, with_classes)
     for iou in IOUS:
-        check(boxes, scores, iou, classes)
+        check(boxes, scores, iou, classes, on_device=on_device)
 
 
-@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
-@pytest.mark.parametrize(("n", "clusters"), [(50, 3), (2000, 20), (10000, 60)])
-def test_clustered_boxes(rng, n, clusters, with_classes, num_threads):
-    boxes, scores, classes = R.clustered_boxes(rng, n, clusters)
+CLUSTERS = [(50, 3), (2000, 20), (10000, 60)]
+
+
+@WITH_CLASSES
+@pytest.mark.parametrize(
+    ("device", "n", "clusters"), on_devices(cpu=CLUSTERS, cuda=[*CLUSTERS, (30000, 64)])
+)
+def test_clustered_boxes(rng, on_device, n, clusters, with_classes, num_threads):
+    boxes, scores, classes = W.clustered_boxes(rng, n, clusters)
     for iou in (0.45, 0.65, 0.7):
-        check(boxes, scores, iou, classes if with_classes else None)
+        check(boxes, scores, iou, classes if with_classes else None, on_device=on_device)
 
 
 def test_empty_input_gives_empty_int64():
@@ -67,36 +93,67 @@ def test_empty_input_gives_empty_int64():
     assert_same_keep(keep, [])
 
 
-@pytest.mark.parametrize("max_det", [0, 1, 5, 300, 10**6])
-@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
-def test_max_det(rng, max_det, with_classes):
-    boxes, scores, classes = R.clustered_boxes(rng, 3000, 40)
-    kept = check(boxes, scores, 0.5, classes if with_classes else None, max_det=max_det)
+def _clustered_3000(rng, with_classes):
+    boxes, scores, classes = W.clustered_boxes(rng, 3000, 40)
+    return boxes, scores, classes if with_classes else None
+
+
+def _spread_4000(rng, with_classes):
+    """Boxes spread over 2000 px: thousands kept, past CUDA's 512-box shared kept list."""
+    boxes = W.random_boxes(rng, 4000, extent=2000.0)
+    scores = rng.uniform(size=4000).astype(np.float32)
+    return boxes, scores, rng.integers(0, 3, size=4000) if with_classes else None
+
+
+MAX_DET_PROBLEMS = {"clustered": _clustered_3000, "spread": _spread_4000}
+MAX_DETS = [0, 1, 5, 300, 10**6]
+
+
+@WITH_CLASSES
+@pytest.mark.parametrize(
+    ("device", "problem", "max_det"),
+    on_devices(
+        cpu=[("clustered", m) for m in MAX_DETS],
+        # Past 512 kept boxes the CUDA kept list spills from shared memory to global memory.
+        cuda=[("spread", m) for m in [0, 1, 5, 300, 511, 512, 513, 10**6]],
+    ),
+)
+def test_max_det(rng, on_device, problem, max_det, with_classes):
+    boxes, scores, classes = MAX_DET_PROBLEMS[problem](rng, with_classes)
+    kept = check(boxes, scores, 0.5, classes, max_det=max_det, on_device=on_device)
     assert len(kept) <= max_det
 
 
-@pytest.mark.parametrize("n", [40, 3000], ids=["comparison-sort", "radix-sort"])
-@pytest.mark.parametrize("with_classes", [False, True], ids=["agnostic", "per-class"])
-def test_score_ties_keep_lower_index_first(rng, n, with_classes):
-    boxes = random_boxes(rng, n, extent=200.0)
+@WITH_CLASSES
+@pytest.mark.parametrize(
+    ("device", "n"),
+    on_devices(
+        cpu={"comparison-sort": (40,), "radix-sort": (3000,)},
+        # Equal scores fill bins far larger than a chunk: they are taken by radix selection.
+        cuda={"one-chunk": (40,), "big-bins": (3000,), "many-ties": (20000,)},
+    ),
+)
+def test_score_ties_keep_lower_index_first(rng, on_device, n, with_classes):
+    boxes = W.random_boxes(rng, n, extent=200.0)
     scores = (rng.integers(0, 4, size=n) / 4).astype(np.float32)
     scores[rng.uniform(size=n) < 0.2] = -0.0  # -0 and +0 are one tie
     classes = rng.integers(0, 3, size=n).astype(np.int32) if with_classes else None
     for iou in (0.0, 0.3, 0.5, 0.9):
-        check(boxes, scores, iou, classes)
+        check(boxes, scores, iou, classes, on_device=on_device)
     # Identical boxes and scores: only the lowest index survives.
     same = np.tile(np.array([[10, 10, 50, 50]], np.float32), (n, 1))
-    assert_same_keep(check(same, np.ones(n, np.float32), 0.5), [0])
+    assert_same_keep(check(same, np.ones(n, np.float32), 0.5, on_device=on_device), [0])
 
 
-def test_negative_and_mixed_sign_scores(rng):
-    boxes = random_boxes(rng, 600, extent=150.0)
+def test_negative_and_mixed_sign_scores(rng, on_device):
+    boxes = W.random_boxes(rng, 600, extent=150.0)
+    boxes[::3, 2] = boxes[::3, 0]  # zero width
     scores = rng.normal(0, 3, size=600).astype(np.float32)
-    check(boxes, scores, 0.45)
-    check(boxes, scores, 0.45, rng.integers(0, 5, size=600))
+    check(boxes, scores, 0.45, on_device=on_device)
+    check(boxes, scores, 0.45, rng.integers(-5, 5, size=600), on_device=on_device)
 
 
-def test_zero_area_boxes_have_iou_zero(rng):
+def test_zero_area_boxes_have_iou_zero(rng, on_device):
     """Zero-area boxes (points, lines, inverted boxes) never suppress nor get suppressed."""
     point = [5, 5, 5, 5]
     line = [0, 0, 10, 0]
@@ -106,14 +163,14 @@ def test_zero_area_boxes_have_iou_zero(rng):
     )
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], np.float32)
     for iou in (0.0, 0.5):
-        keep = check(boxes, scores, iou)
+        keep = check(boxes, scores, iou, on_device=on_device)
         assert set(keep.tolist()) >= {0, 1, 2, 3, 4, 5}
-    many = random_boxes(rng, 500)
+    many = W.random_boxes(rng, 500)
     many[::3, 2] = many[::3, 0]  # zero width
     many[1::5, 3] = many[1::5, 1]  # zero height
     for iou in (0.0, 0.45):
-        check(many, rng.uniform(size=500), iou)
-        check(many, rng.uniform(size=500), iou, rng.integers(0, 4, size=500))
+        check(many, rng.uniform(size=500), iou, on_device=on_device)
+        check(many, rng.uniform(size=500), iou, rng.integers(0, 4, size=500), on_device=on_device)
 
 
 def test_class_aware_never_suppresses_across_classes(rng):
@@ -140,13 +197,13 @@ def test_class_aware_never_suppresses_across_classes(rng):
     ],
 )
 def test_class_id_dtypes_and_ranges(rng, classes):
-    boxes, scores, _ = R.clustered_boxes(rng, 1500, 10, num_classes=3)
+    boxes, scores, _ = W.clustered_boxes(rng, 1500, 10, num_classes=3)
     check(boxes, scores, 0.5, classes(rng, 1500))
 
 
 @pytest.mark.parametrize("iou", [0.0, 1.0])
 def test_extreme_thresholds(rng, iou):
-    boxes, scores, classes = R.clustered_boxes(rng, 1000, 8)
+    boxes, scores, classes = W.clustered_boxes(rng, 1000, 8)
     keep = check(boxes, scores, iou)
     if iou == 1.0:
         assert len(keep) == len(scores)  # IoU never exceeds 1
@@ -154,14 +211,14 @@ def test_extreme_thresholds(rng, iou):
 
 
 def test_accepts_lists_and_float64(rng):
-    boxes = random_boxes(rng, 50).astype(np.float64)
+    boxes = W.random_boxes(rng, 50).astype(np.float64)
     scores = rng.uniform(size=50)
     check(boxes.tolist(), scores.tolist(), 0.5)
     check(boxes, scores, 0.5, rng.integers(0, 3, size=50).tolist())
 
 
 def test_non_contiguous_inputs(rng):
-    boxes = random_boxes(rng, 400)
+    boxes = W.random_boxes(rng, 400)
     scores = rng.uniform(size=800).astype(np.float32)
     wide = np.zeros((400, 8), np.float32)
     wide[:, ::2] = boxes
@@ -174,7 +231,7 @@ def test_non_contiguous_inputs(rng):
     [(0.3, (3, 10)), (0.6, (3, 5)), (0.2, (1, 5)), (0.1, (1, 10)), (0.45, (9, 20)), (0.5, (1, 2))],
     ids=["0.3", "0.6", "0.2", "0.1", "0.45", "0.5"],
 )
-def test_iou_equal_to_threshold_does_not_suppress(iou, fraction):
+def test_iou_equal_to_threshold_does_not_suppress(on_device, iou, fraction):
     """An IoU equal to float32(threshold) is not above it: the comparison is in float32, as in
     torchvision's CUDA kernel (its CPU kernel compares with the double threshold and would
     suppress the first four cases, whose thresholds round up in float32)."""
@@ -183,10 +240,11 @@ def test_iou_equal_to_threshold_does_not_suppress(iou, fraction):
     b = np.array([union - inter, 0, union, 1], np.float32)  # inside a, area `inter`
     boxes = np.stack([a, b])
     assert np.float32(inter) / np.float32(union) == np.float32(iou)
-    assert_same_keep(check(boxes, np.array([0.9, 0.8], np.float32), iou), [0, 1])
+    scores = np.array([0.9, 0.8], np.float32)
+    assert_same_keep(check(boxes, scores, iou, on_device=on_device), [0, 1])
     # Just above the threshold: suppressed.
     b_bigger = np.array([union - inter - 0.01, 0, union, 1], np.float32)
-    assert_same_keep(check(np.stack([a, b_bigger]), np.array([0.9, 0.8], np.float32), iou), [0])
+    assert_same_keep(check(np.stack([a, b_bigger]), scores, iou, on_device=on_device), [0])
 
 
 @st.composite
@@ -206,13 +264,17 @@ def small_problems(draw):
     return np.stack([x1, y1, x2, y2], axis=1), scores, classes, iou, max_det
 
 
+# `device` and `on_device` hold no state between examples.
 @settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(small_problems())
-def test_matches_reference_on_small_integer_boxes(problem):
+def test_matches_reference_on_small_integer_boxes(on_device, problem):
     boxes, scores, classes, iou, max_det = problem
-    check(boxes, scores, iou, classes, max_det)
+    check(boxes, scores, iou, classes, max_det, on_device=on_device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,22 +326,15 @@ def assert_greedy_on_sample(boxes, scores, iou, keep, rng, classes=None, size=80
 @pytest.mark.parametrize("iou", [0.45, 0.7])
 def test_300k_random_boxes_follow_the_greedy_definition(rng, iou, with_classes):
     n = 300_000
-    boxes = random_boxes(rng, n)
+    boxes = W.random_boxes(rng, n)
     scores = rng.uniform(size=n).astype(np.float32)
     classes = rng.integers(0, 80, size=n).astype(np.int32) if with_classes else None
     keep = fastdet.nms(boxes, scores, iou, classes=classes)
     assert_greedy_on_sample(boxes, scores, iou, keep, rng, classes)
 
 
-def disjoint_grid(rng, side, pitch=2.0):
-    """side * side unit boxes `pitch` apart (no two overlap), in random order."""
-    i = np.arange(side * side)
-    x, y = (i % side) * pitch, (i // side) * pitch
-    return np.stack([x, y, x + 1, y + 1], axis=1).astype(np.float32)[rng.permutation(len(i))]
-
-
 def test_million_disjoint_boxes_are_all_kept(rng):
-    boxes = disjoint_grid(rng, 1000)
+    boxes = W.disjoint_grid(rng, 1000)
     scores = rng.uniform(size=len(boxes)).astype(np.float32)
     scores[::7] = 0.5  # ties: lower index first
     keep = fastdet.nms(boxes, scores, 0.5)
@@ -289,7 +344,7 @@ def test_million_disjoint_boxes_are_all_kept(rng):
 def test_disjoint_pairs_keep_the_better_box_of_each_pair(rng):
     """200k pairs: each box has a twin (IoU > 0.5) and no other neighbour, so the greedy result is
     the higher-scoring box of every pair (ties: the lower index), in score order."""
-    base = disjoint_grid(rng, 450, pitch=4.0)
+    base = W.disjoint_grid(rng, 450, pitch=4.0)
     m = len(base)
     twin = base + rng.uniform(-0.1, 0.1, size=base.shape).astype(np.float32)
     boxes = np.concatenate([base, twin])
@@ -330,7 +385,7 @@ def _log_sized(rng, n):
 
 
 def _degenerate(rng, n):
-    boxes = random_boxes(rng, n, extent=200.0)
+    boxes = W.random_boxes(rng, n, extent=200.0)
     boxes[::3, 2] = boxes[::3, 0]  # zero width
     boxes[1::5, 3] = boxes[1::5, 1]  # zero height
     boxes[2::7] = boxes[2::7][:, [2, 1, 0, 3]]  # negative width, negative area
@@ -339,19 +394,19 @@ def _degenerate(rng, n):
 
 
 def _scaled(scale):
-    return lambda rng, n: (random_boxes(rng, n).astype(np.float64) * scale).astype(np.float32)
+    return lambda rng, n: (W.random_boxes(rng, n).astype(np.float64) * scale).astype(np.float32)
 
 
 def _overflowing(rng, n):
     """Half the boxes near 1e38, where areas and unions overflow float32."""
-    boxes = random_boxes(rng, n)
+    boxes = W.random_boxes(rng, n)
     boxes[::2] *= np.float32(3e35)
     return boxes
 
 
 def _tiny(rng, n):
     """Sides near 1e-20: areas far below float32's normal range (subnormal or zero)."""
-    boxes = random_boxes(rng, n)
+    boxes = W.random_boxes(rng, n)
     boxes[::3] *= np.float32(1e-20)
     boxes[1::3] *= np.float32(1e-18)
     return boxes
@@ -380,7 +435,7 @@ def _full_range(rng, n):
 
 def _offset(rng, n):
     """Boxes near 1e7, where float32 steps are a whole pixel."""
-    return random_boxes(rng, n) + np.float32(1e7)
+    return W.random_boxes(rng, n) + np.float32(1e7)
 
 
 @pytest.mark.parametrize(
@@ -415,7 +470,7 @@ def test_heavy_suppression_then_many_kept(rng, with_classes):
     thousands to keep (then an index takes over), in both classes."""
     big = np.array([[x, 300, x + 100, 400] for x in range(0, 1600, 100)], np.float32)
     crowd = big[rng.integers(0, 16, 20000)] + rng.uniform(-2, 2, (20000, 4)).astype(np.float32)
-    boxes = np.concatenate([crowd, disjoint_grid(rng, 110)[:12000]])
+    boxes = np.concatenate([crowd, W.disjoint_grid(rng, 110)[:12000]])
     scores = np.concatenate([rng.uniform(0.5, 1, 20000), rng.uniform(0, 0.5, 12000)])
     scores = scores.astype(np.float32)
     classes = rng.integers(0, 2, len(boxes)).astype(np.int32) if with_classes else None
@@ -425,7 +480,7 @@ def test_heavy_suppression_then_many_kept(rng, with_classes):
 
 @pytest.mark.parametrize("iou", [1e-30, 2**-21, 2**-20, 0.01])
 def test_tiny_thresholds_on_large_inputs(rng, iou):
-    boxes = random_boxes(rng, 6000)
+    boxes = W.random_boxes(rng, 6000)
     check(boxes, rng.uniform(size=6000).astype(np.float32), iou)
 
 
@@ -464,4 +519,76 @@ def test_long_call_is_interrupted_by_sigint():
     # Not a speed check: the uninterrupted call takes minutes; 10 s only says it stopped early.
     assert elapsed < 10.0
     check(boxes[:3000], scores[:3000], 1.0)
-    check(random_boxes(np.random.default_rng(0), 3000), scores[:3000], 0.5)
+    check(W.random_boxes(np.random.default_rng(0), 3000), scores[:3000], 0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA only
+# --------------------------------------------------------------------------------------------
+
+
+@NEEDS_CUDA
+@WITH_CLASSES
+@pytest.mark.parametrize("n", CUDA_RANDOM_SIZES)
+def test_numpy_inputs_run_on_cuda(rng, n, with_classes):
+    """device="cuda" uploads numpy inputs and brings the kept indices back."""
+    boxes, scores, classes = random_problem(rng, n, with_classes)
+    for iou in IOUS:
+        check(boxes, scores, iou, classes, device="cuda")
+
+
+@NEEDS_CUDA
+def test_classes_int32_int64_and_strided_inputs(rng, gpulib):
+    """Detections laid out as [n, 6] rows: boxes and scores are strided views, read in place."""
+    boxes, scores, classes = W.clustered_boxes(rng, 5000, 40)
+    table = np.concatenate([boxes, scores[:, None], classes[:, None].astype(np.float32)], axis=1)
+    rows = gpulib.array(table)
+    want = R.nms_reference(boxes, scores, 0.45, classes=classes)
+    for dtype in (np.int32, np.int64):
+        keep = fastdet.nms(
+            rows[:, :4], rows[:, 4], 0.45, classes=gpulib.array(classes.astype(dtype))
+        )
+        assert keep.numpy().tolist() == want.tolist()
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("n", [1000, 30000])
+@pytest.mark.parametrize("iou", [0.45, 0.65])
+def test_cuda_matches_cpu(rng, gpulib, n, iou):
+    boxes, scores, classes = W.clustered_boxes(rng, n, 64)
+    cpu = fastdet.nms(boxes, scores, iou, classes=classes)
+    on_gpu = nms_on(gpulib, boxes, scores, iou, classes)
+    assert on_gpu.tolist() == cpu.tolist()
+    agnostic = fastdet.nms(boxes, scores, iou)
+    assert nms_on(gpulib, boxes, scores, iou).tolist() == agnostic.tolist()
+
+
+@NEEDS_CUDA
+def test_non_finite_inputs_are_named(gpulib):
+    boxes = np.zeros((10, 4), np.float32)
+    scores = np.ones(10, np.float32)
+    boxes[3, 2] = np.nan
+    boxes[7, 1] = np.inf
+    with pytest.raises(ValueError, match=r"nms: boxes must be finite, got nan at boxes\[3, 2\]"):
+        nms_on(gpulib, boxes, scores, 0.5)
+    boxes[:] = 0
+    scores[4] = -np.inf
+    with pytest.raises(ValueError, match=r"nms: scores must be finite, got -inf at scores\[4\]"):
+        fastdet.nms(boxes, scores, 0.5, device="cuda")
+    # The op still works after an error.
+    scores[4] = 1
+    check(boxes, scores, 0.5, on_device=gpulib)
+
+
+@NEEDS_CUDA
+def test_gpu_input_errors(gpulib):
+    boxes = gpulib.array(np.zeros((3, 4), np.float32))
+    scores = gpulib.array(np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match=r"nms: scores must be a float32 GPU array"):
+        fastdet.nms(boxes, gpulib.array(np.zeros(3, np.float16)), 0.5)
+    with pytest.raises(ValueError, match=r"nms: scores must be an array of shape \(3,\)"):
+        fastdet.nms(boxes, gpulib.array(np.zeros(4, np.float32)), 0.5)
+    with pytest.raises(TypeError, match=r"nms: classes must be a int32 or int64 GPU array"):
+        fastdet.nms(boxes, scores, 0.5, classes=gpulib.array(np.zeros(3, np.float32)))
+    with pytest.raises(TypeError, match=r"nms: boxes, scores and classes must be all GPU arrays"):
+        fastdet.nms(boxes, np.zeros(3, np.float32), 0.5)

@@ -1,14 +1,18 @@
-"""fastdet.preprocess against the OpenCV chain of tests/reference.py (docs/facts.md section 2).
+"""fastdet.preprocess against the OpenCV chain of tests/reference.py (docs/facts.md section 2), on
+the CPU and on CUDA: one body per check, parametrized over the device.
 
 Criteria: resample="opencv" (the default) equals cv2.resize(INTER_LINEAR) + copyMakeBorder +
 BGR->RGB + CHW + scale (+ mean/std), evaluated in float64 and rounded once to float32, bit for
 bit (float16: that float32 rounded to nearest even); resample="float" is within one 8-bit level
 (1/255 of full scale) of it; padding exactly float32(pad * scale); Transform fields exactly the
-reference geometry.
+reference geometry. The CUDA-only checks come last: batches over one launch, GPU batch arrays
+and views, outputs written in place, DLPack inputs and outputs, errors of GPU inputs, and the
+CUDA op against the CPU op on large batches.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -21,98 +25,34 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
+import workloads as W
 from fastdet import _core
+from helpers import (
+    FP16_EPS,
+    HOST,
+    NEEDS_CUDA,
+    DlpackOnly,
+    assert_matches_reference,
+    on_devices,
+    size_id,
+)
 
 MODES = ("letterbox", "stretch", "topleft")
-FP16_EPS = 2.0**-11  # half of float16's machine epsilon: its round-to-nearest error, relative
 
 
-def assert_transform_matches(transform: fastdet.Transform, g: R.Geometry) -> None:
-    got = {
-        "mode": transform.mode,
-        "original_size": tuple(transform.original_size),
-        "input_size": tuple(transform.input_size),
-        "resized_size": tuple(transform.resized_size),
-        "offset": tuple(transform.offset),
-        "scale": tuple(transform.scale),
-        "pad": tuple(transform.pad),
-    }
-    want = {
-        "mode": g.mode,
-        "original_size": g.original_size,
-        "input_size": g.input_size,
-        "resized_size": g.resized_size,
-        "offset": g.offset,
-        "scale": g.scale,
-        "pad": g.pad,
-    }
-    assert got == want
-
-
-def assert_matches_reference(
-    batch,
-    transforms,
-    images,
-    size,
-    mode="letterbox",
-    *,
-    dtype=np.float32,
-    resample="opencv",
-    **options,
-) -> None:
-    """batch/transforms from fastdet.preprocess(images, size, mode=mode, resample=resample,
-    **options) against the reference: geometry exact; pixels bit for bit ("opencv") or within one
-    level ("float"); padding exact."""
-    ref, geos = R.preprocess_reference(images, size, mode, **options)
-    assert batch.dtype == np.dtype(dtype)
-    assert batch.shape == ref.shape
-    assert batch.flags.c_contiguous
-    assert len(transforms) == len(geos)
-    for transform, g in zip(transforms, geos, strict=True):
-        assert_transform_matches(transform, g)
-    if resample == "opencv":
-        expected = ref.astype(dtype)  # ref is float32: one rounding, then float16's
-        differ = batch != expected
-        if differ.any():
-            worst = tuple(int(i[0]) for i in np.nonzero(differ))
-            raise AssertionError(
-                f"{int(differ.sum())} values differ from the cv2 chain; first at (n, c, y, x) = "
-                f"{worst}: fastdet {batch[worst]!r}, cv2 chain {expected[worst]!r}"
-            )
-        return
-
-    scale = options.get("scale", 1 / 255)
-    std = R.per_channel(options.get("std"), 1.0)
-    level = (abs(scale) / np.abs(std))[None, :, None, None]  # one 8-bit level, output units
-    tolerance = level * (1 + 1e-5) + 1e-6
-    if np.dtype(dtype) == np.float16:
-        tolerance = tolerance + np.abs(ref) * FP16_EPS
-    got = batch.astype(np.float64)
-    excess = np.abs(got - ref) - tolerance
-    worst = np.unravel_index(np.argmax(excess), excess.shape)
-    allowed = np.broadcast_to(tolerance, ref.shape)[worst]
-    assert excess[worst] <= 0, (
-        f"at (n, c, y, x) = {worst}: fastdet {got[worst]!r}, cv2 chain {ref[worst]!r}, "
-        f"tolerance {allowed!r}"
-    )
-
-    pad_keys = ("pad_value", "scale", "mean", "std")
-    pad = R.pad_values(mode, **{k: options[k] for k in pad_keys if k in options})
-    for i, g in enumerate(geos):
-        mask = R.padding_mask(g)
-        if not mask.any():
-            continue
-        for c in range(3):
-            values = batch[i, c][mask]
-            expected = np.dtype(dtype).type(pad[c])  # float32 first, as the kernel stores it
-            assert np.array_equal(values, np.full_like(values, expected)), (
-                f"image {i} channel {c}: padding {np.unique(values)[:5]} != {expected!r}"
-            )
-
-
-def run_and_check(images, size, mode="letterbox", **options):
+def run_and_check(images, size, mode="letterbox", *, on_device=HOST, upload=False, **options):
+    """fastdet.preprocess on `on_device`'s device against the cv2 chain. The images reach the op
+    as `on_device` makes them (GPU copies on CUDA), or as numpy arrays with device=... when
+    `upload`; the batch must stay on the device."""
     dtype = options.pop("dtype", np.float32)
-    batch, transforms = fastdet.preprocess(images, size, mode=mode, dtype=dtype, **options)
+    if upload:
+        inputs, where = images, {"device": on_device.device}
+    elif isinstance(images, list):
+        inputs, where = [on_device.array(image) for image in images], {}
+    else:
+        inputs, where = on_device.array(images), {}
+    batch, transforms = fastdet.preprocess(inputs, size, mode=mode, dtype=dtype, **where, **options)
+    batch = on_device.result(batch)
     assert_matches_reference(batch, transforms, images, size, mode, dtype=dtype, **options)
     return batch, transforms
 
@@ -124,15 +64,21 @@ def run_and_check(images, size, mode="letterbox", **options):
 )
 @pytest.mark.parametrize("mode", MODES)
 def test_float_resample_within_one_level(rng, mode, shape, dtype):
-    image = R.random_image(rng, *shape)
+    image = W.random_image(rng, *shape)
     run_and_check(image, 640, mode, resample="float", dtype=dtype)
     run_and_check(image[::-1, ::2], (320, 416), mode, resample="float", dtype=dtype, scale=1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_float_resample_of_a_batch_within_one_level(rng, on_device, dtype):
+    images = W.random_images(rng, [(333, 500), (720, 1280), (1, 1)])
+    run_and_check(images, 640, resample="float", dtype=dtype, on_device=on_device)
 
 
 def test_resample_opencv_is_the_default_and_differs_from_float(rng):
     """On a general ratio the two resamplers give different inputs (the float one is not rounded
     to 8 bits), and the default is the official one."""
-    image = R.random_image(rng, 768, 1366)
+    image = W.random_image(rng, 768, 1366)
     default, _ = fastdet.preprocess(image, 640)
     opencv, _ = fastdet.preprocess(image, 640, resample="opencv")
     float_, _ = fastdet.preprocess(image, 640, resample="float")
@@ -171,20 +117,29 @@ SHAPES = [
     (1280, 1003),
 ]
 TARGETS = [640, (384, 640), (512, 320)]
+# CUDA: fewer shapes, a 1x7 target, and float16 written by the kernel itself.
+CUDA_SHAPES = [(1, 1), (3, 5), (2, 3000), (479, 641), (640, 640), (1081, 1919), (1280, 1003)]
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=lambda t: f"to{t}")
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize(
+    ("device", "shape", "target", "dtype"),
+    on_devices(
+        cpu=itertools.product(SHAPES, TARGETS, ["float32"]),
+        cuda=itertools.product(CUDA_SHAPES, [*TARGETS, (1, 7)], ["float32", "float16"]),
+        ids=lambda shape, target, dtype: f"{size_id(shape)}-to{size_id(target)}-{dtype}",
+    ),
+)
 @pytest.mark.parametrize("mode", MODES)
-def test_single_image_matches_reference(rng, mode, shape, target):
-    run_and_check(R.random_image(rng, *shape), target, mode)
+def test_single_image_matches_reference(rng, on_device, mode, shape, target, dtype):
+    image = W.random_image(rng, *shape)
+    run_and_check(image, target, mode, dtype=dtype, on_device=on_device)
 
 
 @pytest.mark.parametrize("target", [1, (1, 7), (3, 2), (2, 1)], ids=str)
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (479, 641)], ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_tiny_targets_match_reference(rng, mode, shape, target):
-    run_and_check(R.random_image(rng, *shape), target, mode)
+    run_and_check(W.random_image(rng, *shape), target, mode)
 
 
 def test_half_to_even_rounding_of_the_new_size():
@@ -197,24 +152,28 @@ def test_half_to_even_rounding_of_the_new_size():
 
 
 def test_8k_downscale_matches_reference(rng):
-    run_and_check(R.random_image(rng, 4320, 7680), 640, "letterbox")
+    run_and_check(W.random_image(rng, 4320, 7680), 640, "letterbox")
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (120, 90), (300, 200)], ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_upscale_to_1280_matches_reference(rng, mode, shape):
-    run_and_check(R.random_image(rng, *shape), 1280, mode)
+    run_and_check(W.random_image(rng, *shape), 1280, mode)
 
 
+@pytest.mark.parametrize(
+    ("device", "dtype"), on_devices(cpu=[("float32",)], cuda=[("float32",), ("float16",)])
+)
 @pytest.mark.parametrize("mode", MODES)
-def test_mixed_size_batch_matches_reference(rng, mode):
-    images = R.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
-    run_and_check(images, 640, mode)
+def test_mixed_size_batch_matches_reference(rng, on_device, mode, dtype):
+    """numpy images of five sizes; device="cuda" uploads them."""
+    images = W.random_images(rng, [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)])
+    run_and_check(images, 640, mode, dtype=dtype, on_device=on_device, upload=True)
 
 
 def _views(rng) -> dict[str, object]:
     """Non-contiguous inputs: each is a view (or list of views) fastdet must read in place."""
-    base = R.random_image(rng, 301, 403)
+    base = W.random_image(rng, 301, 403)
     batch4d = rng.integers(0, 256, size=(3, 97, 131, 3), dtype=np.uint8)
     return {
         "row-slice": base[10:250, 7:300],
@@ -240,10 +199,13 @@ VIEW_KINDS = list(_views(np.random.default_rng(0)))
 
 
 @pytest.mark.parametrize("kind", VIEW_KINDS)
-@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
-def test_non_contiguous_input_matches_reference(rng, mode, kind):
+@pytest.mark.parametrize(
+    ("device", "mode"), on_devices(cpu=[("letterbox",), ("stretch",)], cuda=[("letterbox",)])
+)
+def test_non_contiguous_input_matches_reference(rng, on_device, mode, kind):
+    """Read in place on the CPU; packed for the upload on CUDA."""
     images = _views(rng)[kind]
-    run_and_check(images, (320, 416), mode)
+    run_and_check(images, (320, 416), mode, on_device=on_device, upload=True)
 
 
 OPTION_CASES = {
@@ -268,16 +230,23 @@ OPTION_CASES = {
 
 
 @pytest.mark.parametrize("case", list(OPTION_CASES))
-def test_options_match_reference(rng, case):
+def test_options_match_reference(rng, on_device, case):
     options = dict(OPTION_CASES[case])
     mode = options.pop("mode")
-    images = R.random_images(rng, [(479, 641), (200, 120)])
-    run_and_check(images, 640, mode, **options)
+    images = W.random_images(rng, [(479, 641), (200, 120)])
+    run_and_check(images, 640, mode, on_device=on_device, **options)
+
+
+def test_options_on_a_rectangle_and_a_stride_match_reference(rng, on_device):
+    images = W.random_images(rng, [(333, 500), (720, 1280)])
+    options = dict(swap_rb=False, scale=1.0, mean=(1.0, 2.0, 3.0), std=(2.0, 3.0, 4.0))
+    run_and_check(images, (384, 640), "letterbox", on_device=on_device, **options)
+    run_and_check(images, 640, "letterbox", stride=32, pad_value=0, on_device=on_device)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_float16_output_matches_reference(rng, mode):
-    images = R.random_images(rng, [(479, 641), (1081, 1919)])
+    images = W.random_images(rng, [(479, 641), (1081, 1919)])
     run_and_check(images, 640, mode, dtype="float16")
     run_and_check(images, 640, mode, dtype=np.float16, scale=1.0)
 
@@ -285,7 +254,7 @@ def test_float16_output_matches_reference(rng, mode):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("mode", MODES)
 def test_writes_into_out(rng, mode, dtype):
-    images = R.random_images(rng, [(479, 641), (3, 5)])
+    images = W.random_images(rng, [(479, 641), (3, 5)])
     out = np.full((2, 3, 384, 640), np.nan, dtype=dtype)
     batch, transforms = fastdet.preprocess(images, (384, 640), mode=mode, dtype=dtype, out=out)
     assert batch is out
@@ -309,7 +278,7 @@ def test_arrays_that_went_through_pickle(rng, dtype):
 def test_out_from_a_bigger_buffer(rng):
     """An engine's input binding is often one slice of a larger pinned buffer."""
     buffer = np.full((4, 3, 320, 320), np.nan, dtype=np.float32)
-    images = R.random_images(rng, [(100, 300), (300, 100)])
+    images = W.random_images(rng, [(100, 300), (300, 100)])
     batch, transforms = fastdet.preprocess(images, 320, out=buffer[1:3])
     assert np.shares_memory(batch, buffer)
     assert np.isnan(buffer[0]).all() and np.isnan(buffer[3]).all()
@@ -324,7 +293,7 @@ def test_out_from_a_bigger_buffer(rng):
     ids=str,
 )
 def test_stride_letterbox_is_detect_py_minimal_rectangle(rng, shape, stride, target):
-    image = R.random_image(rng, *shape)
+    image = W.random_image(rng, *shape)
     batch, transforms = run_and_check(image, target, "letterbox", stride=stride)
     expected = R.letterbox_canvas(*shape, target, stride)
     assert transforms[0].input_size == expected
@@ -332,7 +301,7 @@ def test_stride_letterbox_is_detect_py_minimal_rectangle(rng, shape, stride, tar
 
 
 def test_stride_letterbox_batch_takes_largest_rectangle(rng):
-    images = R.random_images(rng, [(480, 640), (640, 480), (333, 500)])
+    images = W.random_images(rng, [(480, 640), (640, 480), (333, 500)])
     batch, transforms = run_and_check(images, 640, "letterbox", stride=32)
     assert {t.input_size for t in transforms} == {batch.shape[2:]}
 
@@ -340,24 +309,24 @@ def test_stride_letterbox_batch_takes_largest_rectangle(rng):
 @pytest.mark.parametrize("shape", [(100, 150), (1, 1), (639, 3), (480, 640), (1081, 1919)], ids=str)
 @pytest.mark.parametrize("mode", ["letterbox", "topleft"])
 def test_scaleup_false_matches_reference(rng, mode, shape):
-    run_and_check(R.random_image(rng, *shape), 640, mode, scaleup=False)
+    run_and_check(W.random_image(rng, *shape), 640, mode, scaleup=False)
 
 
 @pytest.mark.parametrize("shape", [(100, 150), (333, 500), (480, 640)], ids=str)
 def test_scaleup_false_with_stride_matches_reference(rng, shape):
     """letterbox(auto=True, scaleup=False): the stride rectangle is around the unscaled image."""
-    run_and_check(R.random_image(rng, *shape), 640, "letterbox", scaleup=False, stride=32)
+    run_and_check(W.random_image(rng, *shape), 640, "letterbox", scaleup=False, stride=32)
 
 
 def test_thread_counts_match_reference(rng, num_threads):
-    images = R.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
+    images = W.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
     assert fastdet.get_num_threads() == num_threads
     run_and_check(images, 640, "letterbox")
     run_and_check(images, (384, 640), "stretch", dtype="float16")
 
 
 def test_thread_counts_give_identical_output(rng):
-    images = R.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
+    images = W.random_images(rng, [(1081, 1919), (479, 641), (7, 3)])
     before = fastdet.get_num_threads()
     try:
         results = []
@@ -450,3 +419,123 @@ def test_coco_photos_match_reference(coco_images, mode):
 @pytest.mark.needs_coco
 def test_coco_photos_float16_stride(coco_images):
     run_and_check(coco_images[:8], 640, "letterbox", stride=32, dtype="float16")
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA only
+# --------------------------------------------------------------------------------------------
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("mode", MODES)
+def test_mixed_size_batch_of_40(rng, gpulib, mode):
+    shapes = [(480, 640), (1, 1), (1081, 1919), (641, 479), (3, 5)] * 8  # 40: two launches
+    images = W.random_images(rng, shapes)
+    run_and_check(images, 640, mode, on_device=gpulib)
+
+
+@NEEDS_CUDA
+def test_batch_array_and_views(rng, gpulib):
+    """A (N, H, W, 3) GPU array is N images; strided GPU views are read in place."""
+    host = rng.integers(0, 256, size=(3, 97, 131, 3), dtype=np.uint8)
+    value = gpulib.array(host)
+    batch, transforms = fastdet.preprocess(value, 64)
+    assert_matches_reference(gpulib.numpy(batch), transforms, list(host), 64)
+    views = {
+        "crop": (value[1, 5:90, 7:120], host[1, 5:90, 7:120]),
+        "step": (value[0, ::2, ::3], host[0, ::2, ::3]),
+        "transposed": (value[2].swapaxes(0, 1), host[2].transpose(1, 0, 2)),
+        "channels-last-planar": (
+            gpulib.array(np.ascontiguousarray(host[0].transpose(2, 0, 1))).permute(1, 2, 0)
+            if gpulib.torch is not None
+            else gpulib.array(np.ascontiguousarray(host[0].transpose(2, 0, 1))).transpose(1, 2, 0),
+            host[0],
+        ),
+    }
+    for view, expected in views.values():
+        batch, transforms = fastdet.preprocess([view], 64, mode="stretch")
+        assert_matches_reference(gpulib.numpy(batch), transforms, [expected], 64, "stretch")
+
+
+@NEEDS_CUDA
+def test_out_is_written_in_place(rng, gpulib):
+    images = W.random_images(rng, [(720, 1280), (480, 640)])
+    for dtype in ("float16", "float32"):
+        out = gpulib.empty((2, 3, 640, 640), dtype)
+        batch, transforms = fastdet.preprocess(
+            [gpulib.array(im) for im in images], 640, dtype=dtype, out=out
+        )
+        assert batch is out
+        assert_matches_reference(gpulib.numpy(out), transforms, images, 640, dtype=np.dtype(dtype))
+    # numpy images into a GPU out; a numpy out from GPU images
+    out = gpulib.empty((2, 3, 640, 640), "float32")
+    fastdet.preprocess(images, 640, out=out)
+    assert_matches_reference(gpulib.numpy(out), transforms, images, 640)
+    host_out = np.empty((2, 3, 640, 640), np.float32)
+    batch, _ = fastdet.preprocess([gpulib.array(im) for im in images], 640, out=host_out)
+    assert batch is host_out
+    assert_matches_reference(host_out, transforms, images, 640)
+
+
+@NEEDS_CUDA
+def test_dlpack_only_images(rng, gpulib):
+    image = W.random_image(rng, 300, 500)
+    batch, transforms = fastdet.preprocess(DlpackOnly(gpulib.array(image)), 320)
+    assert_matches_reference(gpulib.numpy(batch), transforms, [image], 320)
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("resample", ["opencv", "float"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_matches_cpu_on_large_batches(rng, gpulib, dtype, resample):
+    shapes = [(1080, 1920), (2160, 3840), (720, 1280), (1, 1), (3001, 7), (480, 640)] * 3
+    shapes += [(1280, 1280), (1366, 768), (333, 501), (2, 5000)]  # 2x rule, general, odd, sliver
+    images = W.random_images(rng, shapes)
+    for mode in MODES:
+        cpu, cpu_transforms = fastdet.preprocess(
+            images, 640, mode=mode, dtype=dtype, resample=resample
+        )
+        batch, transforms = fastdet.preprocess(
+            [gpulib.array(image) for image in images],
+            640,
+            mode=mode,
+            dtype=dtype,
+            resample=resample,
+        )
+        got = gpulib.result(batch)
+        assert transforms == cpu_transforms
+        if resample == "opencv":
+            assert np.array_equal(got, cpu), f"{mode}: {int((got != cpu).sum())} values differ"
+            continue
+        tolerance = 1 / 255 * (1 + 1e-5) + 1e-6
+        if dtype == "float16":
+            tolerance = tolerance + np.abs(cpu.astype(np.float64)) * 2 * FP16_EPS
+        excess = np.abs(got.astype(np.float64) - cpu.astype(np.float64)) - tolerance
+        assert excess.max() <= 0, f"{mode}: worst excess {excess.max()}"
+
+
+@NEEDS_CUDA
+def test_device_array_feeds_torch(rng, gpulib):
+    if gpulib.torch is None:
+        pytest.skip("torch")
+    image = W.random_image(rng, 720, 1280)
+    batch, _ = fastdet.preprocess(gpulib.array(image), 640, dtype="float16")
+    tensor = gpulib.torch.from_dlpack(batch)
+    assert tensor.shape == (1, 3, 640, 640) and tensor.dtype == gpulib.torch.float16
+    assert tensor.data_ptr() == batch.ptr
+    np.testing.assert_array_equal(tensor.cpu().numpy(), batch.numpy())
+
+
+@NEEDS_CUDA
+def test_gpu_input_errors(rng, gpulib):
+    image = gpulib.array(W.random_image(rng, 10, 10))
+    with pytest.raises(TypeError, match=r"preprocess: images\[0\] must be a uint8 array"):
+        fastdet.preprocess([gpulib.array(np.zeros((4, 4, 3), np.float32))], 8)
+    with pytest.raises(ValueError, match=r"preprocess: images\[0\] must be an array of shape"):
+        fastdet.preprocess([gpulib.array(np.zeros((4, 4, 4), np.uint8))], 8)
+    with pytest.raises(TypeError, match=r"preprocess: images must be all numpy arrays or all GPU"):
+        fastdet.preprocess([image, np.zeros((4, 4, 3), np.uint8)], 8)
+    with pytest.raises(ValueError, match=r"preprocess: out must be an array of dtype float32"):
+        fastdet.preprocess(image, 8, out=gpulib.empty((1, 3, 8, 9), "float32"))
+    with pytest.raises(ValueError, match=r"preprocess: device='cpu' but the inputs are GPU"):
+        fastdet.preprocess(image, 8, device="cpu")

@@ -37,12 +37,10 @@ def model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory) -> Path:
+def media(tmp_path_factory, coco_paths: list[Path]) -> Path:
     """Four coco-mini photos and a 12-frame video made from one of them, in one folder."""
-    from conftest import coco_image_paths
-
     folder = tmp_path_factory.mktemp("media")
-    photos = coco_image_paths()[:4]
+    photos = coco_paths[:4]
     for path in photos:
         shutil.copy(path, folder / path.name)
     base = cv2.resize(cv2.imread(str(photos[0])), (160, 120))

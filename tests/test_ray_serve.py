@@ -44,10 +44,8 @@ def model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def photos() -> list[Path]:
-    from conftest import coco_image_paths
-
-    return coco_image_paths()[:4]
+def photos(coco_paths: list[Path]) -> list[Path]:
+    return coco_paths[:4]
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import fastdet
 import numpy as np
 import pytest
 import reference as R
+import workloads as W
 
 INTER = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
 
@@ -62,7 +63,7 @@ def linear_cases(rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
 
 def test_linear_matches_cv2(rng):
     for src_h, src_w, h, w in linear_cases(rng):
-        image = R.random_image(rng, src_h, src_w)
+        image = W.random_image(rng, src_h, src_w)
         got = fastdet.resize(image, (h, w))
         assert_same(got, cv2_resize(image, (h, w), "linear"), f"{src_h}x{src_w} -> {h}x{w}")
 
@@ -83,7 +84,7 @@ def area_cases(rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
 
 def test_area_matches_cv2(rng):
     for src_h, src_w, h, w in area_cases(rng):
-        image = R.random_image(rng, src_h, src_w)
+        image = W.random_image(rng, src_h, src_w)
         got = fastdet.resize(image, (h, w), interpolation="area")
         assert_same(got, cv2_resize(image, (h, w), "area"), f"{src_h}x{src_w} -> {h}x{w}")
 
@@ -97,7 +98,7 @@ def test_numpy_references_of_the_facts(rng, case):
     """The arithmetic written out in tests/reference.py (from the facts) is what cv2 does and
     what fastdet does: the facts, not only the outputs, are established."""
     src_h, src_w, h, w = case
-    image = R.random_image(rng, src_h, src_w)
+    image = W.random_image(rng, src_h, src_w)
     linear = R.opencv_linear_u8(image, h, w)
     assert_same(linear, cv2_resize(image, (h, w), "linear"), "reference linear")
     assert_same(fastdet.resize(image, (h, w)), linear, "fastdet linear vs reference")
@@ -108,7 +109,7 @@ def test_numpy_references_of_the_facts(rng, case):
 
 
 def _views(rng) -> dict[str, np.ndarray]:
-    base = R.random_image(rng, 301, 403)
+    base = W.random_image(rng, 301, 403)
     return {
         "step-slice": base[::2, ::3],
         "flip-both": base[::-1, ::-1],
@@ -140,7 +141,7 @@ def test_views_match_cv2(rng, kind, interpolation):
     ids=str,
 )  # fmt: skip
 def test_fit_long_side_is_yolov7_load_image(rng, shape):
-    image = R.random_image(rng, *shape)
+    image = W.random_image(rng, *shape)
     got = fastdet.fit_long_side(image, 640)
     assert_same(got, R.yolov7_load(image, 640), f"{shape}")
     if max(shape) == 640:
@@ -148,7 +149,7 @@ def test_fit_long_side_is_yolov7_load_image(rng, shape):
 
 
 def test_thread_counts_give_identical_output(rng):
-    image = R.random_image(rng, 1081, 1919)
+    image = W.random_image(rng, 1081, 1919)
     before = fastdet.get_num_threads()
     try:
         results = []

@@ -21,6 +21,7 @@ from fastdet.pipeline.sources import (
     open_source,
     read_ahead,
 )
+from helpers import write_damaged_jpegs, write_video
 
 cv2 = pytest.importorskip("cv2")
 
@@ -35,22 +36,9 @@ def _images(folder: Path, count: int, rng: np.random.Generator, size=(48, 64)) -
     return paths
 
 
-def make_video(path: Path, frames: int, fps: float = 10.0, size=(48, 64)) -> list[np.ndarray]:
-    """A short mp4 whose frames differ (their mean grows with the index)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size[::-1])
-    assert writer.isOpened()
-    written = []
-    for i in range(frames):
-        frame = np.full((*size, 3), 20 + 15 * i, np.uint8)
-        writer.write(frame)
-        written.append(frame)
-    writer.release()
-    return written
-
-
 def test_every_kind_of_source(tmp_path: Path, rng: np.random.Generator) -> None:
     paths = _images(tmp_path / "photos", 3, rng)
-    make_video(tmp_path / "photos" / "zclip.mp4", 5)
+    write_video(tmp_path / "photos" / "zclip.mp4", 5)
     (tmp_path / "photos" / "notes.md").write_text("not media")
     # a folder: the images in name order, then the video, the rest left out
     folder = open_source(tmp_path / "photos")
@@ -77,7 +65,7 @@ def test_every_kind_of_source(tmp_path: Path, rng: np.random.Generator) -> None:
 
 
 def test_video_frames_carry_index_and_time(tmp_path: Path) -> None:
-    written = make_video(tmp_path / "clip.mp4", 12, fps=10.0)
+    written = write_video(tmp_path / "clip.mp4", 12, fps=10.0)
     video = open_source(tmp_path / "clip.mp4")
     assert isinstance(video, Video) and video.count == 12 and video.fps == pytest.approx(10.0)
     frames = list(video)
@@ -184,7 +172,7 @@ def test_stream_of_a_folder_and_a_video(tiny_model, tmp_path, rng) -> None:
 
     detector = Detector(tiny_model, device="cpu", conf=0.05)
     paths = _images(tmp_path / "photos", 5, rng)
-    make_video(tmp_path / "photos" / "zclip.mp4", 4)
+    write_video(tmp_path / "photos" / "zclip.mp4", 4)
     results = list(detector.stream(tmp_path / "photos", batch=2))
     assert [r.path for r in results[:5]] == [str(p) for p in paths]
     assert [r.frame for r in results[5:]] == [0, 1, 2, 3]
@@ -234,29 +222,6 @@ def test_stream_memory_does_not_grow_with_the_images(tiny_model, tmp_path, rng) 
     assert peak < 40 * one_image, f"peak {peak / 2**20:.0f} MiB"
 
 
-def _damaged_jpegs(folder: Path, rng: np.random.Generator) -> dict[str, Path]:
-    """An intact JPEG and three damaged ones: cut short (no end marker), a marker written into the
-    middle of the scan data (its end intact), and an intact one with data appended after its end
-    marker (as motion photos carry) which libjpeg decodes cleanly."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(".jpg", rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
-    assert ok
-    data = encoded.tobytes()
-    middle = bytearray(data)
-    middle[len(data) // 2 : len(data) // 2 + 2] = b"\xff\xd4"  # an RST marker out of order
-    files = {
-        "intact": data,
-        "truncated": data[: len(data) * 2 // 3],
-        "corrupt": bytes(middle),
-        "appended": data + b"trailing bytes after the end marker",
-    }
-    paths = {}
-    for name, content in files.items():
-        paths[name] = folder / f"{name}.jpg"
-        paths[name].write_bytes(content)
-    return paths
-
-
 def test_damaged_jpegs_warn_or_are_refused(tmp_path, rng) -> None:
     import warnings
 
@@ -264,7 +229,7 @@ def test_damaged_jpegs_warn_or_are_refused(tmp_path, rng) -> None:
     from fastdet.image_files import read_image
 
     pytest.importorskip("simplejpeg")
-    paths = _damaged_jpegs(tmp_path, rng)
+    paths = write_damaged_jpegs(tmp_path, rng)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # intact files and appended data say nothing
         for name in ("intact", "appended", "corrupt"):
@@ -288,7 +253,7 @@ def test_without_simplejpeg_a_missing_end_marker_still_warns(tmp_path, rng, monk
     from fastdet import CorruptImageWarning
     from fastdet.pipeline import sources
 
-    paths = _damaged_jpegs(tmp_path, rng)
+    paths = write_damaged_jpegs(tmp_path, rng)
     monkeypatch.setitem(sys.modules, "simplejpeg", None)  # makes `import simplejpeg` fail
     with pytest.warns(CorruptImageWarning, match="no JPEG end marker"):
         sources.read_image(paths["truncated"], "source")
@@ -301,7 +266,7 @@ def test_detector_warns_from_its_reader_thread_and_strict_stops(tiny_model, tmp_
     from fastdet.pipeline.detector import Detector
 
     pytest.importorskip("simplejpeg")
-    paths = _damaged_jpegs(tmp_path / "shots", rng)
+    paths = write_damaged_jpegs(tmp_path / "shots", rng)
     detector = Detector(tiny_model, device="cpu")
     with pytest.warns(CorruptImageWarning, match=r"truncated\.jpg"):
         assert len(detector(tmp_path / "shots")) == 4

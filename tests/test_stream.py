@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coco_image_paths
 from fastdet.pipeline.host_pipeline import AHEAD
 from fastdet.pipeline.sources import Frame, Source, read_ahead
 
@@ -71,10 +70,12 @@ def _video(path: Path, frames: int, size=(72, 96)) -> None:
 
 
 @pytest.mark.parametrize(("batch", "ahead"), [(1, True), (3, True), (8, False)])
-def test_stream_of_photos_equals_per_frame_calls(detector, batch, ahead, monkeypatch) -> None:
+def test_stream_of_photos_equals_per_frame_calls(
+    detector, batch, ahead, monkeypatch, coco_paths
+) -> None:
     from fastdet import host_pipeline
 
-    paths = [str(p) for p in coco_image_paths()[:7]]
+    paths = [str(p) for p in coco_paths[:7]]
     called = [detector(p) for p in paths]
     producers = []
 

@@ -8,8 +8,8 @@ and GPU memory over a long run.
   pipeline) on the coco-mini photos (FASTDET_COCO_MINI): rows matched one to one (class, score
   within 1e-3, box within 0.5 px), images identical, and the scores of the unmatched rows. Two
   engines' fp32 arithmetic differs (cuDNN vs oneDNN), so rows near the confidence threshold or
-  the max_det cut may differ; tests/test_cuda_pipeline.py checks the pipeline exactly against
-  its own stages run by hand.
+  the max_det cut may differ; tests/test_pipeline.py (its needs_cuda part) checks the pipeline
+  exactly against its own stages run by hand.
 - added time: the Detector's wall time per frame at batch 1 minus the engine alone (the same
   module under a CUDA graph on a GPU-resident input, synchronised), for a COCO photo, a 1080p
   frame and a 1080p frame already on the GPU; and the pipelined throughput over 64 frames

@@ -85,12 +85,15 @@ BACKTRACE_LIB="$REPO/build/libfastdet_crash_backtrace.so"
 
 # The sanitizer subset: every kernel and path (bins larger than a chunk, the spilled kept list,
 # fp16 inputs, uploads, graph capture, errors) on small workloads, as memcheck runs ~50x slower.
-SANITIZER_K="(test_random_boxes and 1000 and gpu-inputs) or (score_ties and big-bins) \
-or (test_max_det and 513) or non_finite or (test_yolov7 and batch3 and float32 and map) \
-or (test_yolov7_raw and batch3 and detect) or (test_damo and batch3 and float16) \
-or (candidate_cap and 257) or graph_capture or batch_array_and_views or out_is_written \
-or (test_gpu_images_match_reference and letterbox and 1081x1919 and to640) \
-or (test_numpy_images_upload and stretch and float16) or dlpack_only or stream_argument"
+# The CUDA cases only (needs_cuda), each once (not the skipped threads2 twin of a CUDA case).
+SANITIZER_K="needs_cuda and not threads2 and ((test_random_boxes and cuda-1000) \
+or (score_ties and big-bins) or (test_max_det and 513) or non_finite \
+or (test_yolov7_map_settings and batch3 and float32) or (test_yolov7_raw and batch3 and detect) \
+or (test_damo and batch3 and float16) or (candidate_cap and 257) or graph_capture \
+or batch_array_and_views or out_is_written \
+or (test_single_image_matches_reference and letterbox and 1081x1919 and to640) \
+or (test_mixed_size_batch_matches_reference and stretch and float16) or dlpack_only \
+or stream_argument)"
 
 run_stage() {
   case "$1" in
@@ -111,14 +114,13 @@ run_stage() {
       (cd /tmp && python3 -c "import fastdet; print('fastdet', fastdet.__version__, fastdet.__file__, 'WITH_CUDA', fastdet.WITH_CUDA, 'GPU', fastdet.cuda_is_available())") 2>&1 | tee -a "$LOGS/machine.txt"
       ;;
     test)
-      # The CUDA tests, plus the CPU op tests on this build (same package, other device).
+      # The ops' tests on both devices (CUDA, and the CPU on this build), the GPU pipeline's.
       # Tests that read the device's free memory run alone afterwards: parallel workers
       # allocate beside them.
       stage test "${FASTDET_GPU_TEST_TIMEOUT:-480}" tests.log bash -c '
         set -o pipefail
-        files=(tests/test_cuda_interop.py tests/test_cuda_preprocess.py tests/test_cuda_nms.py
-          tests/test_cuda_postprocess.py tests/test_cuda_pipeline.py tests/test_pipeline.py
-          tests/test_nms.py tests/test_postprocess.py tests/test_preprocess.py)
+        files=(tests/test_interop.py tests/test_preprocess.py tests/test_nms.py
+          tests/test_postprocess.py tests/test_pipeline.py)
         python3 -m pytest "${files[@]}" -q -p no:cacheprovider -rfEs --durations 15 \
           -k "not steady_state" "$@"; first=$?
         python3 -m pytest "${files[@]}" -q -p no:cacheprovider -rfEs -k steady_state; second=$?
@@ -129,8 +131,8 @@ run_stage() {
       [ -f "$BACKTRACE_LIB" ] && preload=(env "LD_PRELOAD=$BACKTRACE_LIB")
       stage "$1" "${FASTDET_GPU_SANITIZER_TIMEOUT:-420}" "$1.log" \
         "${preload[@]}" compute-sanitizer --tool "$1" --error-exitcode 99 --print-limit 50 \
-        python3 -X faulthandler -m pytest tests/test_cuda_interop.py \
-        tests/test_cuda_preprocess.py tests/test_cuda_nms.py tests/test_cuda_postprocess.py \
+        python3 -X faulthandler -m pytest tests/test_interop.py \
+        tests/test_preprocess.py tests/test_nms.py tests/test_postprocess.py \
         -v -p no:cacheprovider -rfEs -k "$SANITIZER_K"
       symbolize "$LOGS/$1.log"
       ;;

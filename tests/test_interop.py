@@ -1,106 +1,17 @@
-"""fastdet.gpu: reading GPU arrays (__cuda_array_interface__, __dlpack__), streams, DeviceArray,
-device selection and its errors. Tests marked needs_cuda run only with a CUDA build and a GPU;
-the others check the dispatch and its messages anywhere.
-
-GpuLib (torch, else CuPy) makes the GPU arrays of every tests/test_cuda_*.py module.
+"""fastdet.gpu, how fastdet meets other libraries' GPU data: reading GPU arrays
+(__cuda_array_interface__, __dlpack__), streams, DeviceArray, device selection and its errors.
+Tests marked needs_cuda run only with a CUDA build and a GPU; the others check the dispatch and
+its messages anywhere. The ops' own CUDA checks are in their modules (test_preprocess.py,
+test_nms.py, test_postprocess.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import fastdet
 import numpy as np
 import pytest
 from fastdet import gpu
-
-
-class GpuLib:
-    """Makes and reads GPU arrays with torch (preferred) or CuPy."""
-
-    def __init__(self) -> None:
-        self.torch: Any = None
-        self.cupy: Any = None
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                self.torch = torch
-        except ImportError:
-            pass
-        if self.torch is None:
-            try:
-                import cupy
-
-                cupy.cuda.runtime.getDeviceCount()
-                self.cupy = cupy
-            except Exception:
-                pass
-        if self.torch is None and self.cupy is None:
-            pytest.skip("needs torch with CUDA or CuPy to make GPU arrays")
-
-    @property
-    def name(self) -> str:
-        return "torch" if self.torch is not None else "cupy"
-
-    def array(self, value: np.ndarray) -> Any:
-        """A GPU copy of a host array (C-contiguous)."""
-        value = np.ascontiguousarray(value)
-        if self.torch is not None:
-            return self.torch.from_numpy(value.copy()).cuda()
-        return self.cupy.asarray(value)
-
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        if self.torch is not None:
-            torch_dtype = {
-                np.dtype("float32"): self.torch.float32,
-                np.dtype("float16"): self.torch.float16,
-                np.dtype("int64"): self.torch.int64,
-                np.dtype("int32"): self.torch.int32,
-                np.dtype("uint8"): self.torch.uint8,
-            }[np.dtype(dtype)]
-            return self.torch.empty(shape, dtype=torch_dtype, device="cuda")
-        return self.cupy.empty(shape, dtype=dtype)
-
-    def numpy(self, value: Any) -> np.ndarray:
-        """A host copy of a GPU array (torch, CuPy or fastdet's DeviceArray)."""
-        if isinstance(value, np.ndarray):
-            return value
-        if gpu.DeviceArray is not None and isinstance(value, gpu.DeviceArray):
-            return value.numpy()
-        if self.torch is not None and isinstance(value, self.torch.Tensor):
-            return value.detach().cpu().numpy()
-        return self.cupy.asnumpy(value)
-
-    def wrap(self, value: Any) -> Any:
-        """A DeviceArray as this library's array, without a copy."""
-        if self.torch is not None:
-            return self.torch.from_dlpack(value)
-        return self.cupy.asarray(value)
-
-    def stream(self) -> Any:
-        if self.torch is not None:
-            return self.torch.cuda.Stream()
-        return self.cupy.cuda.Stream(non_blocking=True)
-
-    def synchronize(self) -> None:
-        if self.torch is not None:
-            self.torch.cuda.synchronize()
-        else:
-            self.cupy.cuda.runtime.deviceSynchronize()
-
-
-class DlpackOnly:
-    """A GPU array seen only through __dlpack__ (as JAX and others expose theirs)."""
-
-    def __init__(self, value: Any) -> None:
-        self._value = value
-
-    def __dlpack__(self, **kwargs: Any) -> Any:
-        return self._value.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self) -> Any:
-        return self._value.__dlpack_device__()
+from helpers import DlpackOnly
 
 
 class FakeCudaArray:
@@ -115,11 +26,6 @@ class FakeCudaArray:
             "strides": None,
             "stream": None,
         }
-
-
-@pytest.fixture(scope="module")
-def gpulib() -> GpuLib:
-    return GpuLib()
 
 
 # --------------------------------------------------------------------------------------------
