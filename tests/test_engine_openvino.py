@@ -20,6 +20,7 @@ import pytest
 from fastdet import Detector
 from fastdet.engines.openvino import OpenVinoCrashError, decode_head, engine, probe
 from fastdet.engines.openvino import quantize as quantize_module
+from fastdet.engines.openvino.signal_stack import signal_stack
 from fastdet.tools.agreement import compare
 
 ov = pytest.importorskip("openvino", reason="needs openvino: pip install 'fastdet[openvino]'")
@@ -169,6 +170,7 @@ def test_int8_quantizes_once_and_keeps_the_decode_head_in_float(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "quantize_model", counted)
+    stack = signal_stack()
     first = Detector(model, backend="openvino", precision="int8", calib_dir=calib_dir, threads=2)
     precisions = _runtime_precisions(first)
     assert precisions["Convolution"] & {"i8", "u8"}, precisions
@@ -189,6 +191,9 @@ def test_int8_quantizes_once_and_keeps_the_decode_head_in_float(
         second.engine.infer(np.zeros((1, 3, SIZE, SIZE), np.float32))[0],
     )
     assert len(second(image).boxes) == len(first(image).boxes)
+    # OpenVINO's compile_model moves the thread onto a signal stack it frees later; a Ctrl-C
+    # would then write into freed memory (fastdet puts the stack back).
+    assert signal_stack() == stack
 
     # Another calibration set is another model.
     (calib_dir / "0.png").write_bytes((calib_dir / "1.png").read_bytes())

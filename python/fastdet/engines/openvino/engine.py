@@ -34,6 +34,7 @@ from fastdet.engines.openvino.quantize import (
     find_or_quantize,
     quantize_model,
 )
+from fastdet.engines.openvino.signal_stack import signal_stack_kept
 from fastdet.metadata import ModelMetadata
 
 #: fastdet's precision -> OpenVINO's inference precision for the layers left in float. The one
@@ -158,7 +159,8 @@ class OpenVinoEngine(Engine):
             compiled_path, identity = self._quantized(ov, model, facts), facts.key()
             model = core.read_model(str(compiled_path))
         check_compiles(compiled_path, identity, self.config, self.openvino_version)
-        self.compiled = core.compile_model(model, "CPU", self.config)
+        with signal_stack_kept():
+            self.compiled = core.compile_model(model, "CPU", self.config)
         self._request = self.compiled.create_infer_request()
 
     def _float_config(self) -> dict[str, Any]:
@@ -220,7 +222,8 @@ class OpenVinoEngine(Engine):
         )
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        self._request.infer({0: batch}, share_inputs=True)
+        with signal_stack_kept():
+            self._request.infer({0: batch}, share_inputs=True)
         # The request reuses its output memory at the next call: the caller gets copies.
         return [
             np.array(self._request.get_output_tensor(i).data, copy=True)

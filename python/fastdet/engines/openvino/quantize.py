@@ -33,6 +33,7 @@ import numpy as np
 from fastdet._optional import require
 from fastdet.cache import atomic_write, cache_dir, record_digest, valid_entry
 from fastdet.engines.calibration import Preprocessing, calibration_batches
+from fastdet.engines.openvino.signal_stack import signal_stack_kept
 
 # Bumped when the recipe or the entry layout changes, so old entries are never reused.
 QUANTIZATION_FORMAT = 1
@@ -111,13 +112,14 @@ def quantize_model(model: Any, calibration: CalibrationSet) -> Any:
     in float."""
     nncf = require("nncf", "precision='int8' on the openvino backend")
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    return nncf.quantize(
-        model,
-        nncf.Dataset(calibration),
-        preset=nncf.QuantizationPreset.MIXED,
-        subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(names=decode_head(model), validate=False),
-    )
+    with signal_stack_kept():
+        return nncf.quantize(
+            model,
+            nncf.Dataset(calibration),
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(calibration),
+            ignored_scope=nncf.IgnoredScope(names=decode_head(model), validate=False),
+        )
 
 
 def entry_paths(facts: QuantizationFacts, stem: str, root: Path | None = None) -> tuple[Path, ...]:
