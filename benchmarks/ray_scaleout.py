@@ -29,17 +29,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fastdet.tools.bench_report import cpu_name
 from serve_load import request, run_load  # the test suite's load client (127.0.0.1 only)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _versions() -> dict[str, str]:
@@ -216,7 +207,7 @@ def main() -> None:
     scratch.cleanup()
     record = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "ray_cpus": args.cpus},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "ray_cpus": args.cpus},
         "load_before": {
             "busy": before.busy,
             "described": str(before),
