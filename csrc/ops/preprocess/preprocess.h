@@ -1,6 +1,7 @@
 // preprocess: resize + pad + channel swap + scale/mean/std + HWC->CHW in one pass per image.
 //
-// Contract (the Python layer computes the geometry, fastdet/transform.py, and validates input):
+// Contract (the Python layer computes the geometry, python/fastdet/ops/transform.py, and
+// validates input):
 // - Each ImageView is an 8-bit 3-channel image with arbitrary (even negative) byte strides.
 // - Each Placement says where the resampled image lies in the output plane; everything outside
 //   it is padding. Both resamplers put output pixel centres at source (dst + 0.5) * src/dst - 0.5

@@ -175,7 +175,7 @@ class Plan:
     std: tuple[float, ...]
 
     def pixel_map(self) -> dict[str, Any]:
-        """The per-channel arguments of the kernels (csrc/bindings/preprocess_args.h)."""
+        """The per-channel arguments of the kernels (csrc/bindings/convert.h)."""
         return {
             "source_channel": self.source_channel,
             "mul": self.mul,
