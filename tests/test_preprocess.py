@@ -266,7 +266,7 @@ def test_writes_into_out(rng, mode, dtype):
 def test_arrays_that_went_through_pickle(rng, dtype):
     """Arrays from another process (multiprocessing, Ray) carry their own copy of the dtype
     object: they are taken by value, as any uint8 image and float out buffer."""
-    images = R.random_images(rng, [(50, 70), (31, 20)])
+    images = W.random_images(rng, [(50, 70), (31, 20)])
     out = np.full((2, 3, 64, 64), np.nan, dtype=dtype)
     copies, out_copy = pickle.loads(pickle.dumps((images, out), protocol=5))
     assert copies[0].dtype is not images[0].dtype and out_copy.dtype is not out.dtype

@@ -73,7 +73,7 @@ def _video(path: Path, frames: int, size=(72, 96)) -> None:
 def test_stream_of_photos_equals_per_frame_calls(
     detector, batch, ahead, monkeypatch, coco_paths
 ) -> None:
-    from fastdet import host_pipeline
+    from fastdet.pipeline import host_pipeline
 
     paths = [str(p) for p in coco_paths[:7]]
     called = [detector(p) for p in paths]
