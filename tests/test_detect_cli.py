@@ -125,11 +125,34 @@ def test_bad_source_model_and_classes(model, photos, tmp_path, capsys) -> None:
         (["detect", str(tmp_path / "none.jpg"), "--model", model], "argument source: .*existing"),
         (["detect", str(photos), "--model", "yolov9"], "argument --model: .*zoo name"),
         (["detect", str(photos), "--model", model, "--classes", "unicorn"], "class names"),
+        (
+            ["detect", str(photos), "--model", model, "--precision", "int8", "--no-draw"],
+            "argument --model: .*precision must be 'fp32' or 'fp16' on the onnxruntime",
+        ),
     ):
         with pytest.raises(SystemExit) as caught:
             main(argv)
         assert caught.value.code == 2
         assert re.search(message, capsys.readouterr().err), argv
+
+
+def test_detector_options_from_the_command_line(model, photos, tmp_path) -> None:
+    import argparse
+
+    from fastdet.tools.detect import add_detect_command, detector_options
+
+    parser = argparse.ArgumentParser()
+    add_detect_command(parser.add_subparsers())
+    argv = [str(photos), "--model", model, "--precision", "int8", "--calib", str(photos)]
+    args = parser.parse_args(["detect", *argv, "--threads", "1", "--conf", "0.5"])
+    assert detector_options(args) == {
+        "device": "auto",
+        "backend": "auto",
+        "conf": 0.5,
+        "precision": "int8",
+        "calib_dir": str(photos),
+        "threads": 1,
+    }
 
 
 def test_ctrl_c_keeps_what_was_written(model, photos, tmp_path, monkeypatch, capsys) -> None:

@@ -421,6 +421,8 @@ def test_official_layouts_are_recognised(tmp_path):
         ({"batch": 4}, ValueError, r"Detector: batch must be 1 \(the model's static batch\)"),
         ({"imgsz": 320}, ValueError, r"Detector: imgsz must be the model's input size"),
         ({"precision": "fp16"}, ValueError, r"precision must be 'fp32' for this float32 ONNX"),
+        # ONNX Runtime has no int8 path: never a float32 run labelled int8.
+        ({"precision": "int8"}, ValueError, r"precision must be 'fp32' or 'fp16' on the onnxrun"),
     ],
 )
 def test_arguments_are_checked_at_construction(tmp_path, kwargs, error, message):

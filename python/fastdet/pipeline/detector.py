@@ -284,10 +284,18 @@ class Detector:
                 imgsz,
                 f"the model's input size {spec.input_size} or None (it is fixed by the model)",
             )
+        if self.precision == "int8" and engine.backend not in ("openvino", "tensorrt"):
+            fail(
+                "Detector",
+                "precision",
+                self.precision,
+                f"'fp32' or 'fp16' on the {engine.backend} backend (int8 runs on "
+                "backend='openvino' or 'tensorrt', calibrated on calib_dir)",
+            )
         wanted = np.dtype(np.float16 if self.precision == "fp16" else np.float32)
         if (
             engine.backend == "onnxruntime"
-            and self.precision in ("fp16", "int8")
+            and self.precision == "fp16"
             and engine.input.dtype != wanted
         ):
             fail(

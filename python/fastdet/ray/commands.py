@@ -49,8 +49,12 @@ def _connect(address: str | None) -> Any:
 
 
 def _detector_options(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("device", "backend", "weights", "imgsz", "conf", "iou", "classes")
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    from fastdet.tools.detect import detector_options
+
+    options = detector_options(args)
+    if getattr(args, "classes", None) is not None:
+        options["classes"] = args.classes
+    return options
 
 
 def detect_on_ray(

@@ -52,6 +52,12 @@ def _backends() -> list[str]:
         if trt is None
         else f"tensorrt {trt}: " + ("GPU" if settings.cuda_is_available() else "no GPU visible")
     )
+    openvino = _version("openvino")
+    lines.append(
+        "openvino: not installed (pip install 'fastdet[openvino]')"
+        if openvino is None
+        else f"openvino {openvino}: CPU (int8 with nncf {_version('nncf') or 'not installed'})"
+    )
     torch_version = _version("torch")
     if torch_version is None:
         lines.append("torch: not installed (pip install 'fastdet[zoo]')")

@@ -195,6 +195,27 @@ class _Progress:
             self._bar.close()
 
 
+#: The Detector's arguments a command line may give: option name -> Detector argument.
+DETECTOR_OPTIONS = {
+    "device": "device",
+    "backend": "backend",
+    "weights": "weights",
+    "imgsz": "imgsz",
+    "conf": "conf",
+    "iou": "iou",
+    "precision": "precision",
+    "calib": "calib_dir",
+    "threads": "threads",
+}
+
+
+def detector_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Detector arguments given on the command line (the others keep the Detector's
+    defaults)."""
+    given = {name: getattr(args, option, None) for option, name in DETECTOR_OPTIONS.items()}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _json_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path | None:
     """--save-json's file, None when not asked; a usage error when it cannot be written."""
     json_path = Path(args.save_json) if args.save_json else None
@@ -240,18 +261,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"argument source: {error}")
     if draw and not available("cv2"):
         require("cv2", "fastdet detect (reading and drawing images)")
-    options = {
-        "device": args.device,
-        "backend": args.backend,
-        "weights": args.weights,
-        "imgsz": args.imgsz,
-    }
-    kwargs = {k: v for k, v in options.items() if v is not None}
-    for name in ("conf", "iou"):
-        if getattr(args, name) is not None:
-            kwargs[name] = getattr(args, name)
     try:
-        detector = Detector(args.model, **kwargs)
+        detector = Detector(args.model, **detector_options(args))
     except (ValueError, TypeError, FileNotFoundError) as error:
         parser.error(f"argument --model: {error}")
     classes = None
@@ -346,6 +357,7 @@ def _summary(
 
 def add_detect_command(subparsers: Any) -> argparse.ArgumentParser:
     """Adds `detect` to the `fastdet` command's subparsers; returns its parser."""
+    from fastdet.engines.base import PRECISIONS
     from fastdet.pipeline.detector import BACKENDS, DEVICES
 
     detect = subparsers.add_parser(
@@ -373,6 +385,14 @@ def add_detect_command(subparsers: Any) -> argparse.ArgumentParser:
     detect.add_argument("--backend", choices=BACKENDS, default="auto")
     detect.add_argument("--batch", type=positive_int, help="images per batch")
     detect.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp16 on a GPU, else fp32 (default); bf16 and int8 on the openvino backend, int8 "
+        "on tensorrt (int8 needs --calib)",
+    )
+    detect.add_argument("--calib", metavar="DIR", help="int8 calibration images")
+    detect.add_argument("--threads", type=positive_int, help="CPU threads (default: every core)")
+    detect.add_argument(
         "--save", metavar="DIR", help=f"where annotated output goes (default: {RUNS}/predict[N])"
     )
     detect.add_argument("--save-json", metavar="FILE", help="write the detections as JSON")
@@ -389,4 +409,11 @@ def add_detect_command(subparsers: Any) -> argparse.ArgumentParser:
     return detect
 
 
-__all__ = ["JsonWriter", "add_detect_command", "next_run_folder", "record", "run"]
+__all__ = [
+    "JsonWriter",
+    "add_detect_command",
+    "detector_options",
+    "next_run_folder",
+    "record",
+    "run",
+]
