@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 from collections.abc import Iterator
 
@@ -23,7 +24,9 @@ class _StackT(ctypes.Structure):
     ]
 
 
+@functools.cache
 def _sigaltstack() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """libc's sigaltstack, looked up once (the guard runs around every inference)."""
     if os.name != "posix":
         return None
     return getattr(ctypes.CDLL(None), "sigaltstack", None)
